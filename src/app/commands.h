@@ -1,0 +1,35 @@
+// Subcommands of the mustdrop executable. Each returns an exit code or throws mustdrop::Error.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace mustdrop::app {
+
+struct ProbeArgs {
+  std::string input;
+  std::string sampler;  // "" = from config
+  int frames = -1;      // -1 = from config
+  double fps = -1;      // -1 = from config
+  double interval_sec = -1;
+  int size = -1;
+  bool json = false;
+  std::string dump_dir;  // "" = no dump
+};
+
+// `mustdrop probe`: stream facts and sampled timestamps; --dump writes preprocessed PNGs.
+int run_probe(const ProbeArgs& args, config::Config config);
+
+struct BenchIngestArgs {
+  std::string input;      // "" = generate a 1080p30 H.264 clip
+  double seconds = 20.0;  // length of the generated clip
+  int size = 336;
+  std::string work_dir;   // where the generated clip goes ("" = a temporary directory)
+};
+
+// `mustdrop bench ingest`: decode + sample + preprocess every frame, against the ffmpeg CLI.
+int run_bench_ingest(const BenchIngestArgs& args, config::Config config);
+
+}  // namespace mustdrop::app

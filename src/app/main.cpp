@@ -1,0 +1,103 @@
+// The mustdrop executable: parses the command line, loads the configuration, runs one
+// subcommand and maps errors to exit codes (0 ok, 1 internal, 2 usage/config, 3 input, 4 model).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "app/commands.h"
+#include "app/exit_codes.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace mustdrop::app {
+
+int exit_code_for(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInput:
+    case ErrorKind::kStream:
+      return kExitInput;
+    case ErrorKind::kConfig:
+      return kExitUsage;
+    case ErrorKind::kModel:
+      return kExitModel;
+    case ErrorKind::kInternal:
+      return kExitInternal;
+  }
+  return kExitInternal;
+}
+
+namespace {
+
+int run(int argc, char** argv) {
+  CLI::App cli{"mustdrop: answers questions about video with a LLaVA-style model, dropping redundant vision tokens"};
+  cli.require_subcommand(1);
+  std::string config_path;
+  std::vector<std::string> overrides;
+  std::string log_level;
+  cli.add_option("--config", config_path, "YAML configuration file (defaults: configs/default.yaml documents every key)");
+  cli.add_option("--set", overrides, "override one configuration key, e.g. --set video.sampler.frames=16 (repeatable)");
+  cli.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (default: the config's log_level)");
+
+  ProbeArgs probe;
+  CLI::App* probe_cmd = cli.add_subcommand("probe", "print stream facts and the timestamps of the sampled frames");
+  probe_cmd->add_option("input", probe.input, "video file, image directory, http(s):// or rtsp:// URL")->required();
+  probe_cmd->add_option("--sampler", probe.sampler, "uniform|fps|interval (default: video.sampler.kind)")
+      ->check(CLI::IsMember({"uniform", "fps", "interval"}));
+  probe_cmd->add_option("--frames", probe.frames, "uniform: frames to take; fps/interval: stop after this many (0 = no limit)")
+      ->check(CLI::Range(0, 1000000));
+  probe_cmd->add_option("--fps", probe.fps, "fps sampler: frames per second")->check(CLI::PositiveNumber);
+  probe_cmd->add_option("--interval", probe.interval_sec, "interval sampler: seconds between frames")
+      ->check(CLI::PositiveNumber);
+  probe_cmd->add_option("--size", probe.size, "side of the preprocessed square (default: video.preprocess.size)")
+      ->check(CLI::Range(8, 8192));
+  probe_cmd->add_flag("--json", probe.json, "print one JSON object instead of text");
+  probe_cmd->add_option("--dump", probe.dump_dir, "write each sampled frame, preprocessed, as DIR/frame_NNNN.png");
+
+  CLI::App* bench_cmd = cli.add_subcommand("bench", "benchmarks");
+  bench_cmd->require_subcommand(1);
+  BenchIngestArgs ingest;
+  CLI::App* ingest_cmd = bench_cmd->add_subcommand(
+      "ingest", "decode, sample and preprocess every frame of a 1080p clip; compare with the ffmpeg CLI");
+  ingest_cmd->add_option("--input", ingest.input, "clip to use (default: generate a 1080p30 H.264 clip)");
+  ingest_cmd->add_option("--seconds", ingest.seconds, "length of the generated clip")->check(CLI::Range(1.0, 3600.0));
+  ingest_cmd->add_option("--size", ingest.size, "side of the preprocessed square")->check(CLI::Range(8, 8192));
+  ingest_cmd->add_option("--work-dir", ingest.work_dir, "where to write the generated clip (default: a temp dir)");
+
+  CLI::App* config_cmd = cli.add_subcommand("config", "print the effective configuration as YAML");
+
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return cli.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+
+  config::Config config = config_path.empty() ? config::defaults_with(overrides) : config::load(config_path, overrides);
+  log::set_level(log::parse_level(log_level.empty() ? config.log_level : log_level));
+
+  if (*probe_cmd) return run_probe(probe, config);
+  if (*ingest_cmd) return run_bench_ingest(ingest, config);
+  if (*config_cmd) {
+    std::cout << config::to_yaml(config);
+    return kExitOk;
+  }
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace mustdrop::app
+
+int main(int argc, char** argv) {
+  using namespace mustdrop;
+  try {
+    return app::run(argc, argv);
+  } catch (const Error& e) {
+    std::fflush(stdout);
+    std::cerr << "mustdrop: " << error_kind_name(e.kind()) << " error: " << e.what() << "\n";
+    return app::exit_code_for(e.kind());
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::cerr << "mustdrop: internal error: " << e.what() << "\n";
+    return app::kExitInternal;
+  }
+}

@@ -1,0 +1,147 @@
+// Typed configuration. Every struct lists its fields once in visit(); the YAML reader, the
+// --set overrides and the printer (config.cpp) all walk that list, so a key, its type and its
+// limits are declared in exactly one place. YAML keys are the C++ field names.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace mustdrop::config {
+
+// Limits of one field: a numeric range (inclusive) and/or a list of allowed strings.
+struct Limits {
+  double min = -std::numeric_limits<double>::infinity();
+  double max = std::numeric_limits<double>::infinity();
+  std::vector<std::string> choices;
+  std::size_t exact_size = 0;  // for lists: required length (0 = any)
+};
+
+inline Limits range(double lo, double hi) { return Limits{lo, hi, {}, 0}; }
+inline Limits at_least(double lo) { return Limits{lo, std::numeric_limits<double>::infinity(), {}, 0}; }
+inline Limits one_of(std::vector<std::string> choices) {
+  Limits l;
+  l.choices = std::move(choices);
+  return l;
+}
+inline Limits list_of(std::size_t n, double lo, double hi) { return Limits{lo, hi, {}, n}; }
+inline Limits any() { return Limits{}; }
+
+// How a live source reconnects after a disconnect, timeout or stall.
+struct ReconnectConfig {
+  int initial_delay_ms = 500;   // first wait before reopening
+  int max_delay_ms = 30000;     // the doubling delay stops growing here
+  int max_attempts = 0;         // consecutive failed reopen attempts before giving up; 0 = unlimited
+
+  template <class V>
+  void visit(V& v) {
+    v("initial_delay_ms", initial_delay_ms, range(0, 3600000));
+    v("max_delay_ms", max_delay_ms, range(0, 3600000));
+    v("max_attempts", max_attempts, range(0, 1e9));
+  }
+};
+
+// Live sources (RTSP, and anything else read as a stream).
+struct LiveConfig {
+  std::string transport = "tcp";  // RTSP lower transport: tcp | udp
+  int read_timeout_ms = 5000;     // socket I/O timeout (libav `timeout`) and per-call deadline
+  int open_timeout_ms = 10000;    // deadline for one connection attempt and for closing
+  double initial_connect_sec = 10.0;  // keep trying the first connection this long, then fail (input error)
+  double watchdog_sec = 10.0;     // no decoded frame for this long forces a reconnect
+  int queue_frames = 8;           // consumer queue; when full the oldest frame is dropped
+  ReconnectConfig reconnect;
+
+  template <class V>
+  void visit(V& v) {
+    v("transport", transport, one_of({"tcp", "udp"}));
+    v("read_timeout_ms", read_timeout_ms, range(1, 3600000));
+    v("open_timeout_ms", open_timeout_ms, range(1, 3600000));
+    v("initial_connect_sec", initial_connect_sec, range(0, 86400));
+    v("watchdog_sec", watchdog_sec, range(0.1, 86400));
+    v("queue_frames", queue_frames, range(1, 100000));
+    v("reconnect", reconnect);
+  }
+};
+
+// Which decoded frames are kept.
+struct SamplerConfig {
+  std::string kind = "uniform";    // uniform (N frames over a file) | fps | interval (live)
+  int frames = 8;                  // uniform: frames per clip; fps/interval: stop after this many (0 = no limit)
+  double fps = 1.0;                // fps sampler: frames per second of media time
+  double interval_sec = 2.0;       // interval sampler: one frame every this many seconds
+  double seek_threshold_sec = 2.0; // uniform: seek when the next target is further ahead than this
+
+  template <class V>
+  void visit(V& v) {
+    v("kind", kind, one_of({"uniform", "fps", "interval"}));
+    v("frames", frames, range(0, 1000000));
+    v("fps", fps, range(1e-6, 1000));
+    v("interval_sec", interval_sec, range(1e-3, 86400));
+    v("seek_threshold_sec", seek_threshold_sec, range(0, 86400));
+  }
+};
+
+// Frame -> vision-tower input tensor [3, size, size].
+struct PreprocessConfig {
+  int size = 336;                // output side S (LLaVA-1.5: 336, Video-LLaVA: 224)
+  std::string resize = "crop";   // crop: shortest side to S, centre crop (CLIP) | pad: pad to square with the mean colour (LLaVA-1.5)
+  std::string interpolation = "bicubic";  // swscale kernel: bicubic | bilinear | area | lanczos
+  std::vector<double> mean = {0.48145466, 0.4578275, 0.40821073};  // per-channel RGB mean (0..1)
+  std::vector<double> stddev = {0.26862954, 0.26130258, 0.27577711};  // per-channel RGB std (0..1)
+
+  template <class V>
+  void visit(V& v) {
+    v("size", size, range(8, 8192));
+    v("resize", resize, one_of({"crop", "pad"}));
+    v("interpolation", interpolation, one_of({"bicubic", "bilinear", "area", "lanczos"}));
+    v("mean", mean, list_of(3, -10, 10));
+    v("stddev", stddev, list_of(3, 1e-6, 10));
+  }
+};
+
+// Everything about reading video.
+struct VideoConfig {
+  double frame_dir_fps = 1.0;  // timestamps of an image directory source: frame i is at i / frame_dir_fps
+  int decoder_threads = 0;     // libav decoder threads; 0 = let libav choose
+  SamplerConfig sampler;
+  PreprocessConfig preprocess;
+  LiveConfig live;
+
+  template <class V>
+  void visit(V& v) {
+    v("frame_dir_fps", frame_dir_fps, range(1e-6, 1000));
+    v("decoder_threads", decoder_threads, range(0, 256));
+    v("sampler", sampler);
+    v("preprocess", preprocess);
+    v("live", live);
+  }
+};
+
+// The whole configuration (configs/default.yaml documents every key).
+struct Config {
+  std::string log_level = "info";  // trace | debug | info | warn | error | off
+  VideoConfig video;
+
+  template <class V>
+  void visit(V& v) {
+    v("log_level", log_level, one_of({"trace", "debug", "info", "warn", "error", "off"}));
+    v("video", video);
+  }
+};
+
+// Reads `path` over the defaults, then applies `overrides` ("a.b=value", YAML-typed values).
+// Throws ConfigError quoting file:line:col and the key path for unknown keys, wrong types
+// and out-of-range values; an override error names the --set argument.
+Config load(const std::string& path, const std::vector<std::string>& overrides = {});
+// Same, from YAML text; `origin` names the text in messages.
+Config load_string(const std::string& yaml, const std::string& origin,
+                   const std::vector<std::string>& overrides = {});
+// Defaults plus overrides only (no file).
+Config defaults_with(const std::vector<std::string>& overrides);
+// The effective configuration as YAML (every key, in declaration order).
+std::string to_yaml(const Config& config);
+// Every key path ("video.sampler.kind", ...) in declaration order.
+std::vector<std::string> key_paths();
+
+}  // namespace mustdrop::config

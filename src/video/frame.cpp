@@ -1,0 +1,26 @@
+#include "video/frame.h"
+
+#include "core/error.h"
+#include "video/av_ptr.h"
+
+namespace mustdrop::video {
+
+void AvFrameDeleter::operator()(AVFrame* frame) const { av_frame_free(&frame); }
+
+Frame Frame::clone() const {
+  Frame out;
+  if (image) {
+    out.image.reset(av_frame_clone(image.get()));
+    if (!out.image) throw InternalError("av_frame_clone failed (out of memory)");
+  }
+  out.pts_sec = pts_sec;
+  out.t_sec = t_sec;
+  out.index = index;
+  out.rotation_deg = rotation_deg;
+  return out;
+}
+
+int Frame::width() const { return image ? image->width : 0; }
+int Frame::height() const { return image ? image->height : 0; }
+
+}  // namespace mustdrop::video

@@ -1,0 +1,51 @@
+// One Source abstraction over files, HTTP(S) URLs, live streams (RTSP) and image directories.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "config/config.h"
+#include "video/frame.h"
+
+namespace mustdrop::video {
+
+// A stream of decoded frames in presentation order. Not thread-safe, except request_stop().
+class Source {
+ public:
+  virtual ~Source() = default;
+
+  // Stream facts, known once the source is open.
+  virtual const StreamInfo& info() const = 0;
+  // The next decoded frame, or nullopt at the end of the data. Damage (corrupt packets, a
+  // truncated file) is counted in stats() and reading goes on. Throws InputError when the
+  // input cannot be read at all, StreamError when a live source gives up reconnecting.
+  virtual std::optional<Frame> next() = 0;
+  // Positions reading so that next() returns frames at or after t_sec (decoding from the
+  // keyframe before it). Returns false when the source cannot seek.
+  virtual bool seek(double t_sec) = 0;
+  // t_sec of the first and last frame actually present (found by reading, not from headers);
+  // nullopt for live sources. May read ahead; the read position is restored.
+  virtual std::optional<std::pair<double, double>> time_range() = 0;
+  // Counters so far.
+  virtual SourceStats stats() const = 0;
+  // Asks a blocking next() to return soon (thread-safe); later calls return nullopt.
+  void request_stop() { stop_.store(true); }
+  bool stop_requested() const { return stop_.load(); }
+
+ protected:
+  std::atomic<bool> stop_{false};
+};
+
+// What kind of input a string names: an existing directory, a live URL, a network file URL
+// or a local file path.
+enum class InputKind { kFile, kNetworkFile, kLive, kFrameDir };
+InputKind classify_input(const std::string& input);
+
+// Opens `input` with the video settings of `config`. Throws InputError naming the input when it
+// is missing, not a video, has no video stream, or (live) cannot connect in time.
+std::unique_ptr<Source> open_source(const std::string& input, const config::VideoConfig& config);
+
+}  // namespace mustdrop::video

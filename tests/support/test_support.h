@@ -1,0 +1,61 @@
+// Helpers for the tests: run a program with a timeout, keep a background process, generate
+// clips with the ffmpeg CLI into a per-run temporary directory.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace mustdrop::test {
+
+struct ProcResult {
+  int exit_code = -1;  // exit status, or 128+signal
+  bool timed_out = false;
+  std::string out;     // stdout
+  std::string err;     // stderr
+};
+
+// Runs argv[0] (searched on PATH) with stdin from /dev/null; kills it after timeout_sec.
+ProcResult run_process(const std::vector<std::string>& argv, double timeout_sec = 120);
+
+// A process running in the background; killed (SIGKILL) and reaped on destruction.
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& argv);
+  ~Child();
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  // One line of the child's stdout (without '\n'), waiting up to timeout_sec; "" on timeout/EOF.
+  std::string read_line(double timeout_sec);
+  // Sends `sig` to the child.
+  void signal(int sig);
+  // Waits for exit up to timeout_sec; returns the exit code (128+signal), or -1 on timeout.
+  int wait(double timeout_sec);
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  std::string buffer_;
+  bool reaped_ = false;
+  int status_code_ = -1;
+};
+
+// A temporary directory for this test process, created once, removed at exit.
+const std::string& temp_dir();
+// Generates (once per process) temp_dir()/name with `ffmpeg -y <args> <path>`; fails the
+// test with ffmpeg's stderr if it cannot.
+std::string make_clip(const std::string& name, const std::string& ffmpeg_args);
+// Writes `frames` PNG images (RGB, name_0001.png, ...) from a lavfi graph into temp_dir()/name
+// and returns the directory; fails the test with ffmpeg's stderr if it cannot.
+std::string make_image_dir(const std::string& name, const std::string& lavfi, int frames = 1);
+// True if the installed libav has the named encoder (e.g. "libx265").
+bool have_encoder(const std::string& name);
+// The repository root and the built mustdrop binary.
+std::string source_dir();
+std::string mustdrop_binary();
+// Reads a whole file ("" if missing).
+std::string read_file(const std::string& path);
+
+}  // namespace mustdrop::test

@@ -1,0 +1,420 @@
+// Config loading: configs/default.yaml, round trips, file:line:col errors and --set overrides.
+#include "config/config.h"
+
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+
+namespace mustdrop::config {
+namespace {
+
+const std::string kDefaultYaml = std::string(MUSTDROP_SOURCE_DIR) + "/configs/default.yaml";
+
+// The ConfigError message `f` throws; fails the test when it throws nothing.
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kConfig);
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a ConfigError";
+  return "";
+}
+
+std::string load_error(const std::string& yaml) {
+  return error_of([&] { load_string(yaml, "t.yaml"); });
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+#define EXPECT_STARTS_WITH(s, prefix) EXPECT_TRUE(starts_with(s, prefix)) << "message: " << (s)
+#define EXPECT_CONTAINS(s, part) EXPECT_NE((s).find(part), std::string::npos) << "message: " << (s)
+
+// Writes `text` to a file named after the running test and removes it at scope exit.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& text) {
+    path_ = testing::TempDir() + "mustdrop_config_" +
+            testing::UnitTest::GetInstance()->current_test_info()->name() + ".yaml";
+    std::ofstream(path_) << text;
+  }
+  ~TempFile() { std::remove(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Leaf key paths of a YAML map, dotted, in document order.
+void collect_paths(const YAML::Node& node, const std::string& prefix, std::vector<std::string>& out) {
+  for (const auto& kv : node) {
+    std::string path = prefix.empty() ? kv.first.Scalar() : prefix + "." + kv.first.Scalar();
+    if (kv.second.IsMap()) {
+      collect_paths(kv.second, path, out);
+    } else {
+      out.push_back(path);
+    }
+  }
+}
+
+// A configuration in which every field differs from its default.
+Config non_default_config() {
+  Config c;
+  c.log_level = "off";
+  c.video.frame_dir_fps = 29.97;
+  c.video.decoder_threads = 3;
+  c.video.sampler.kind = "interval";
+  c.video.sampler.frames = 0;
+  c.video.sampler.fps = 0.1 + 0.2;  // 0.30000000000000004
+  c.video.sampler.interval_sec = 1.0 / 3.0;
+  c.video.sampler.seek_threshold_sec = 12345.678901234567;
+  c.video.preprocess.size = 224;
+  c.video.preprocess.resize = "pad";
+  c.video.preprocess.interpolation = "lanczos";
+  c.video.preprocess.mean = {0.48145466, -2.5e-7, 10.0};
+  c.video.preprocess.stddev = {1e-6, 0.26130258, 5.0};
+  c.video.live.transport = "udp";
+  c.video.live.read_timeout_ms = 1;
+  c.video.live.open_timeout_ms = 3600000;
+  c.video.live.initial_connect_sec = 0.0;
+  c.video.live.watchdog_sec = 2.5;
+  c.video.live.queue_frames = 100000;
+  c.video.live.reconnect.initial_delay_ms = 7;
+  c.video.live.reconnect.max_delay_ms = 0;
+  c.video.live.reconnect.max_attempts = 1000000000;
+  return c;
+}
+
+void expect_same(const Config& a, const Config& b) {
+  EXPECT_EQ(a.log_level, b.log_level);
+  EXPECT_EQ(a.video.frame_dir_fps, b.video.frame_dir_fps);
+  EXPECT_EQ(a.video.decoder_threads, b.video.decoder_threads);
+  EXPECT_EQ(a.video.sampler.kind, b.video.sampler.kind);
+  EXPECT_EQ(a.video.sampler.frames, b.video.sampler.frames);
+  EXPECT_EQ(a.video.sampler.fps, b.video.sampler.fps);
+  EXPECT_EQ(a.video.sampler.interval_sec, b.video.sampler.interval_sec);
+  EXPECT_EQ(a.video.sampler.seek_threshold_sec, b.video.sampler.seek_threshold_sec);
+  EXPECT_EQ(a.video.preprocess.size, b.video.preprocess.size);
+  EXPECT_EQ(a.video.preprocess.resize, b.video.preprocess.resize);
+  EXPECT_EQ(a.video.preprocess.interpolation, b.video.preprocess.interpolation);
+  EXPECT_EQ(a.video.preprocess.mean, b.video.preprocess.mean);
+  EXPECT_EQ(a.video.preprocess.stddev, b.video.preprocess.stddev);
+  EXPECT_EQ(a.video.live.transport, b.video.live.transport);
+  EXPECT_EQ(a.video.live.read_timeout_ms, b.video.live.read_timeout_ms);
+  EXPECT_EQ(a.video.live.open_timeout_ms, b.video.live.open_timeout_ms);
+  EXPECT_EQ(a.video.live.initial_connect_sec, b.video.live.initial_connect_sec);
+  EXPECT_EQ(a.video.live.watchdog_sec, b.video.live.watchdog_sec);
+  EXPECT_EQ(a.video.live.queue_frames, b.video.live.queue_frames);
+  EXPECT_EQ(a.video.live.reconnect.initial_delay_ms, b.video.live.reconnect.initial_delay_ms);
+  EXPECT_EQ(a.video.live.reconnect.max_delay_ms, b.video.live.reconnect.max_delay_ms);
+  EXPECT_EQ(a.video.live.reconnect.max_attempts, b.video.live.reconnect.max_attempts);
+}
+
+// ---- configs/default.yaml and the key list ----
+
+TEST(DefaultYaml, LoadsToTheBuiltInDefaults) {
+  Config loaded = load(kDefaultYaml);
+  expect_same(loaded, Config{});
+  EXPECT_EQ(to_yaml(loaded), to_yaml(Config{}));
+}
+
+TEST(DefaultYaml, ListsEveryKeyInDeclarationOrder) {
+  std::vector<std::string> in_file;
+  collect_paths(YAML::LoadFile(kDefaultYaml), "", in_file);
+  EXPECT_EQ(in_file, key_paths());
+}
+
+TEST(DefaultYaml, EveryKeyLineHasAComment) {
+  std::ifstream in(kDefaultYaml);
+  ASSERT_TRUE(in) << kDefaultYaml;
+  std::string line;
+  int n_leaves = 0;
+  while (std::getline(in, line)) {
+    std::size_t colon = line.find(':');
+    if (line.empty() || line.find_first_not_of(' ') == line.find('#') || colon == std::string::npos) continue;
+    std::size_t value = line.find_first_not_of(' ', colon + 1);
+    if (value == std::string::npos) continue;  // a section header
+    ++n_leaves;
+    EXPECT_NE(line.find(" # ", value), std::string::npos) << "no comment on: " << line;
+  }
+  EXPECT_EQ(n_leaves, static_cast<int>(key_paths().size()));
+}
+
+TEST(KeyPaths, AreDottedLeavesWithoutDuplicates) {
+  std::vector<std::string> paths = key_paths();
+  ASSERT_FALSE(paths.empty());
+  EXPECT_EQ(paths.front(), "log_level");
+  EXPECT_EQ(paths.back(), "video.live.reconnect.max_attempts");
+  EXPECT_EQ(std::set<std::string>(paths.begin(), paths.end()).size(), paths.size());
+  auto pos = [&](const std::string& p) { return std::find(paths.begin(), paths.end(), p) - paths.begin(); };
+  EXPECT_LT(pos("video.sampler.kind"), pos("video.sampler.frames"));
+  EXPECT_LT(pos("video.sampler.frames"), pos("video.preprocess.mean"));
+  EXPECT_LT(pos("video.preprocess.mean"), static_cast<std::ptrdiff_t>(paths.size()));
+  EXPECT_EQ(pos("video.sampler"), static_cast<std::ptrdiff_t>(paths.size())) << "sections are not leaves";
+}
+
+// ---- reading and printing ----
+
+TEST(ToYaml, RoundTripPreservesEveryValueExactly) {
+  Config original = non_default_config();
+  std::string text = to_yaml(original);
+  Config back = load_string(text, "roundtrip");
+  expect_same(back, original);
+  EXPECT_EQ(to_yaml(back), text);
+  EXPECT_CONTAINS(text, "0.48145466,");  // shortest form, not 0.48145466000000002
+  EXPECT_CONTAINS(text, "0.30000000000000004");
+}
+
+TEST(ToYaml, PrintsNestedMapsInDeclarationOrder) {
+  std::string text = to_yaml(Config{});
+  EXPECT_TRUE(starts_with(text, "log_level: info\nvideo:\n  frame_dir_fps: 1.0\n  decoder_threads: 0\n  sampler:\n"))
+      << text;
+  EXPECT_CONTAINS(text, "\n    mean: [0.48145466, 0.4578275, 0.40821073]\n");
+  EXPECT_CONTAINS(text, "\n      max_attempts: 0\n");
+}
+
+TEST(LoadString, EmptyAndNullDocumentsGiveDefaults) {
+  for (const char* text : {"", "~\n", "# nothing but a comment\n", "video:\n"}) {
+    EXPECT_EQ(to_yaml(load_string(text, "t.yaml")), to_yaml(Config{})) << "document: " << text;
+  }
+}
+
+TEST(LoadString, AbsentKeysKeepTheirDefaults) {
+  Config c = load_string("video:\n  sampler:\n    frames: 16\n  preprocess:\n    mean: [0, 0.5, 1]\n", "t.yaml");
+  EXPECT_EQ(c.video.sampler.frames, 16);
+  EXPECT_EQ(c.video.preprocess.mean, (std::vector<double>{0.0, 0.5, 1.0}));
+  Config expected;
+  expected.video.sampler.frames = 16;
+  expected.video.preprocess.mean = {0.0, 0.5, 1.0};
+  expect_same(c, expected);
+}
+
+TEST(LoadString, IntegersAreAcceptedForFloatFields) {
+  Config c = load_string("video:\n  sampler:\n    fps: 5\n", "t.yaml");
+  EXPECT_EQ(c.video.sampler.fps, 5.0);
+}
+
+// ---- errors: file:line:col, key path, what was expected ----
+
+TEST(LoadErrors, UnknownKeyNamesPathValidKeysAndSuggestion) {
+  std::string m = load_error("log_level: info\nvideo:\n  samplr:\n    frames: 4\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:3:3: unknown key 'video.samplr'");
+  EXPECT_CONTAINS(m, "frame_dir_fps, decoder_threads, sampler, preprocess, live");
+  EXPECT_CONTAINS(m, "did you mean 'sampler'?");
+}
+
+TEST(LoadErrors, UnknownTopLevelKey) {
+  std::string m = load_error("log_level: info\nthreads: 4\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:2:1: unknown key 'threads'");
+  EXPECT_CONTAINS(m, "log_level, video");
+}
+
+TEST(LoadErrors, UnknownDeepKey) {
+  std::string m = load_error("video:\n  live:\n    reconnect:\n      max_attempt: 3\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:4:7: unknown key 'video.live.reconnect.max_attempt'");
+  EXPECT_CONTAINS(m, "did you mean 'max_attempts'?");
+}
+
+TEST(LoadErrors, StringWhereIntegerExpected) {
+  std::string m = load_error("video:\n  sampler:\n    frames: eight\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:3:13: video.sampler.frames: expected an integer");
+  EXPECT_CONTAINS(m, "'eight'");
+}
+
+TEST(LoadErrors, FloatWhereIntegerExpected) {
+  std::string m = load_error("video:\n  sampler:\n    frames: 2.5\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:3:13: video.sampler.frames: expected an integer");
+  EXPECT_CONTAINS(m, "2.5");
+}
+
+TEST(LoadErrors, QuotedNumberIsAString) {
+  std::string m = load_error("video:\n  sampler:\n    frames: \"16\"\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:3:13: video.sampler.frames: expected an integer, found the string \"16\"");
+}
+
+TEST(LoadErrors, MapWhereScalarExpected) {
+  std::string m = load_error("log_level:\n  level: info\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:2:3: log_level: expected a string, found a map");
+}
+
+TEST(LoadErrors, EmptyValueForALeafPointsAtTheKey) {
+  std::string m = load_error("video:\n  decoder_threads:\n  frame_dir_fps: 2\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:2:3: video.decoder_threads: expected an integer, found an empty value");
+}
+
+TEST(LoadErrors, ScalarWhereSectionExpected) {
+  std::string m = load_error("video:\n  sampler: uniform\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:2:12: video.sampler: expected a section (a map of keys), found the string 'uniform'");
+}
+
+TEST(LoadErrors, BooleanWhereNumberExpected) {
+  std::string m = load_error("video:\n  frame_dir_fps: true\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:2:18: video.frame_dir_fps: expected a number, found the boolean true");
+}
+
+TEST(LoadErrors, OutOfRangeQuotesValueAndRange) {
+  std::string m = load_error("video:\n  preprocess:\n    size: 4\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:3:11: video.preprocess.size: value 4 is out of range (allowed: [8, 8192])");
+}
+
+TEST(LoadErrors, OutOfRangeFloat) {
+  std::string m = load_error("video:\n  live:\n    watchdog_sec: 0.05\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:3:19: video.live.watchdog_sec: value 0.05 is out of range (allowed: [0.1, 86400])");
+}
+
+TEST(LoadErrors, BadChoiceListsChoices) {
+  std::string m = load_error("log_level: loud\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:1:12: log_level: 'loud' is not one of: trace, debug, info, warn, error, off");
+}
+
+TEST(LoadErrors, WrongListLength) {
+  std::string m = load_error("video:\n  preprocess:\n    mean: [0.5, 0.5]\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:3:11: video.preprocess.mean: expected a list of 3 numbers, found 2 elements");
+}
+
+TEST(LoadErrors, ListElementOutOfRangeNamesIndex) {
+  std::string m = load_error("video:\n  preprocess:\n    stddev: [0.2, 0, 0.2]\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:3:19: video.preprocess.stddev[1]: value 0 is out of range");
+}
+
+TEST(LoadErrors, ScalarWhereListExpected) {
+  std::string m = load_error("video:\n  preprocess:\n    mean: 0.5\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:3:11: video.preprocess.mean: expected a list of numbers, found the number 0.5");
+}
+
+TEST(LoadErrors, DocumentThatIsNotAMap) {
+  EXPECT_STARTS_WITH(load_error("- log_level\n- video\n"),
+                     "t.yaml:1:1: expected a map of keys at the top level, found a list");
+  EXPECT_STARTS_WITH(load_error("\n  just text\n"), "t.yaml:2:3: expected a map of keys at the top level");
+}
+
+TEST(LoadErrors, SyntaxErrorGivesLineAndColumn) {
+  // yaml-cpp stops at the second ':' on line 3 (column 16).
+  std::string m = load_error("log_level: info\nvideo:\n  sampler: kind: fps\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:3:16: ");
+  EXPECT_CONTAINS(m, "illegal map value");
+}
+
+TEST(LoadErrors, UnclosedFlowListIsASyntaxError) {
+  std::string m = load_error("video:\n  preprocess:\n    mean: [0.5, 0.5\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:4:1: ");
+  EXPECT_CONTAINS(m, "end of sequence flow not found");
+}
+
+TEST(LoadErrors, DuplicateKey) {
+  std::string m = load_error("video:\n  sampler:\n    frames: 4\n    frames: 5\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:4:5: duplicate key 'video.sampler.frames'");
+}
+
+TEST(LoadErrors, SeveralDocuments) {
+  EXPECT_STARTS_WITH(load_error("log_level: info\n---\nlog_level: debug\n"), "t.yaml:3:1: expected one YAML document");
+}
+
+TEST(Load, ErrorsNameTheFile) {
+  TempFile file("video:\n  sampler:\n    kind: every_frame\n");
+  std::string m = error_of([&] { load(file.path()); });
+  EXPECT_STARTS_WITH(m, file.path() + ":3:11: video.sampler.kind: 'every_frame' is not one of: uniform, fps, interval");
+}
+
+TEST(Load, MissingFileIsAConfigErrorNamingIt) {
+  std::string path = testing::TempDir() + "mustdrop_no_such_config.yaml";
+  std::string m = error_of([&] { load(path); });
+  EXPECT_STARTS_WITH(m, path + ":");
+  EXPECT_CONTAINS(m, "not found");
+}
+
+TEST(Load, DirectoryIsAConfigError) {
+  std::string m = error_of([&] { load(MUSTDROP_SOURCE_DIR); });
+  EXPECT_STARTS_WITH(m, std::string(MUSTDROP_SOURCE_DIR) + ":");
+}
+
+// ---- --set overrides ----
+
+TEST(Overrides, NestedScalar) {
+  Config c = defaults_with({"video.sampler.frames=16", "log_level=debug", "video.live.transport=udp"});
+  EXPECT_EQ(c.video.sampler.frames, 16);
+  EXPECT_EQ(c.log_level, "debug");
+  EXPECT_EQ(c.video.live.transport, "udp");
+  EXPECT_EQ(c.video.sampler.kind, "uniform");
+}
+
+TEST(Overrides, List) {
+  Config c = defaults_with({"video.preprocess.mean=[0.5,0.25,0.125]"});
+  EXPECT_EQ(c.video.preprocess.mean, (std::vector<double>{0.5, 0.25, 0.125}));
+}
+
+TEST(Overrides, LaterOverrideWins) {
+  Config c = defaults_with({"video.sampler.frames=16", "video.sampler.frames=4"});
+  EXPECT_EQ(c.video.sampler.frames, 4);
+}
+
+TEST(Overrides, AppliedAfterTheFile) {
+  TempFile file("video:\n  sampler:\n    frames: 4\n    kind: fps\n");
+  Config c = load(file.path(), {"video.sampler.frames=12"});
+  EXPECT_EQ(c.video.sampler.frames, 12);
+  EXPECT_EQ(c.video.sampler.kind, "fps");  // from the file, untouched by --set
+  Config s = load_string("log_level: warn\n", "t.yaml", {"log_level=error"});
+  EXPECT_EQ(s.log_level, "error");
+}
+
+TEST(Overrides, WholeSectionMergesIntoIt) {
+  Config c = defaults_with({"video.live.reconnect={max_attempts: 3, initial_delay_ms: 100}"});
+  EXPECT_EQ(c.video.live.reconnect.max_attempts, 3);
+  EXPECT_EQ(c.video.live.reconnect.initial_delay_ms, 100);
+  EXPECT_EQ(c.video.live.reconnect.max_delay_ms, 30000);
+}
+
+TEST(Overrides, UnknownPathNamesArgumentKeyAndValidKeys) {
+  std::string m = error_of([] { defaults_with({"video.sampler.frame=3"}); });
+  EXPECT_STARTS_WITH(m, "--set video.sampler.frame=3: unknown key 'video.sampler.frame'");
+  EXPECT_CONTAINS(m, "kind, frames, fps, interval_sec, seek_threshold_sec");
+  EXPECT_CONTAINS(m, "did you mean 'frames'?");
+  EXPECT_STARTS_WITH(error_of([] { defaults_with({"vidoe.sampler.frames=3"}); }),
+                     "--set vidoe.sampler.frames=3: unknown key 'vidoe'");
+  EXPECT_STARTS_WITH(error_of([] { defaults_with({"log_level.x=1"}); }),
+                     "--set log_level.x=1: unknown key 'log_level.x'");
+  EXPECT_STARTS_WITH(error_of([] { defaults_with({"video.live.reconnect={tries: 3}"}); }),
+                     "--set video.live.reconnect={tries: 3}: unknown key 'video.live.reconnect.tries'");
+}
+
+TEST(Overrides, BadTypeAndRange) {
+  EXPECT_STARTS_WITH(error_of([] { defaults_with({"video.sampler.frames=many"}); }),
+                     "--set video.sampler.frames=many: video.sampler.frames: expected an integer, "
+                     "found the string 'many'");
+  EXPECT_STARTS_WITH(error_of([] { defaults_with({"video.sampler.frames=-1"}); }),
+                     "--set video.sampler.frames=-1: video.sampler.frames: value -1 is out of range");
+  EXPECT_STARTS_WITH(error_of([] { defaults_with({"video.preprocess.mean=[1,2]"}); }),
+                     "--set video.preprocess.mean=[1,2]: video.preprocess.mean: expected a list of 3 numbers");
+  EXPECT_STARTS_WITH(error_of([] { defaults_with({"video.sampler=8"}); }),
+                     "--set video.sampler=8: video.sampler: expected a section");
+  EXPECT_STARTS_WITH(error_of([] { defaults_with({"log_level="}); }),
+                     "--set log_level=: log_level: expected a string, found an empty value");
+}
+
+TEST(Overrides, MissingEqualsOrKey) {
+  EXPECT_STARTS_WITH(error_of([] { defaults_with({"video.sampler.frames"}); }),
+                     "--set video.sampler.frames: expected KEY=VALUE");
+  EXPECT_STARTS_WITH(error_of([] { defaults_with({"=3"}); }), "--set =3: ");
+  EXPECT_STARTS_WITH(error_of([] { defaults_with({"video..frames=3"}); }), "--set video..frames=3: ");
+}
+
+TEST(Overrides, ErrorAfterAGoodFileStillNamesTheArgument) {
+  TempFile file("log_level: info\n");
+  std::string m = error_of([&] { load(file.path(), {"video.sampler.fps=0"}); });
+  EXPECT_STARTS_WITH(m, "--set video.sampler.fps=0: video.sampler.fps: value 0 is out of range");
+}
+
+}  // namespace
+}  // namespace mustdrop::config
