@@ -19,7 +19,7 @@ esac
 
 packages=(
   # toolchain
-  g++ cmake ninja-build pkg-config git
+  g++ cmake ninja-build pkg-config git python3
   # model runtime; libopenblas0-openmp matters: without it LibTorch runs on reference BLAS (~30x slower).
   # Not libopenblas0-pthread: its threads fight LibTorch's OpenMP threads.
   libtorch-dev libopenblas0-openmp libsentencepiece-dev sentencepiece
@@ -27,7 +27,7 @@ packages=(
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libavfilter-dev ffmpeg
   # pipeline, config, CLI, logging, JSON
   libtbb-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libcpp-httplib-dev
-  # tests: gtest, the RTSP test server (gst-rtsp-server + the plugins its pipelines use), real clips
+  # tests: gtest, python3 (a local HTTP server), the RTSP test server (gst-rtsp-server + the plugins its pipelines use), real clips
   libgtest-dev libgmock-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   opencv-doc

@@ -214,6 +214,31 @@ TEST(Source, ImageDirectorySortedByNameAtGivenFps) {
   EXPECT_DOUBLE_EQ(source->time_range()->second, 2.5);
 }
 
+TEST(Source, HttpUrlThroughLibav) {
+  std::string clip = h264_mp4();
+  Child server({"/usr/bin/python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory",
+                std::filesystem::path(clip).parent_path().string()});
+  std::string line = server.read_line(30);  // "Serving HTTP on 127.0.0.1 port N (...)"
+  auto at = line.find(" port ");
+  ASSERT_NE(at, std::string::npos) << "no HTTP server: " << line;
+  int port = std::stoi(line.substr(at + 6));
+  std::string url = "http://127.0.0.1:" + std::to_string(port) + "/" + std::filesystem::path(clip).filename().string();
+  auto source = video::open_source(url, default_video());
+  EXPECT_FALSE(source->info().live);
+  EXPECT_EQ(source->info().codec, "h264");
+  std::vector<Frame> frames = read_all(*source);
+  ASSERT_EQ(frames.size(), 50u);
+  EXPECT_NEAR(frames.back().t_sec, 1.96, 1e-6);
+  // A missing path on the server is an input error naming the URL.
+  std::string missing = "http://127.0.0.1:" + std::to_string(port) + "/nothing.mp4";
+  try {
+    video::open_source(missing, default_video());
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
+  }
+}
+
 TEST(Source, EmptyDirectoryIsAnInputError) {
   std::string dir = temp_dir() + "/empty";
   std::filesystem::create_directories(dir);
