@@ -20,6 +20,8 @@ esac
 packages=(
   # toolchain
   g++ cmake ninja-build pkg-config git python3
+  # an independent reference for the model tests (skipped where absent)
+  python3-torch
   # model runtime; libopenblas0-openmp matters: without it LibTorch runs on reference BLAS (~30x slower).
   # Not libopenblas0-pthread: its threads fight LibTorch's OpenMP threads.
   libtorch-dev libopenblas0-openmp libsentencepiece-dev sentencepiece

@@ -1,0 +1,96 @@
+#include "model/kv_cache.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <string>
+
+#include "core/error.h"
+
+namespace mustdrop::model {
+
+DenseKvCache::DenseKvCache(int n_layers) : layers_(static_cast<size_t>(n_layers)) {}
+
+const DenseKvCache::Layer& DenseKvCache::layer_at(int layer) const {
+  if (layer < 0 || layer >= n_layers()) {
+    throw InternalError("kv cache: layer " + std::to_string(layer) + " out of range (" + std::to_string(n_layers()) +
+                        " layers)");
+  }
+  return layers_[static_cast<size_t>(layer)];
+}
+
+int64_t DenseKvCache::length(int layer) const { return layer_at(layer).length; }
+
+void DenseKvCache::append(int layer, const at::Tensor& k, const at::Tensor& v) {
+  layer_at(layer);
+  Layer& l = layers_[static_cast<size_t>(layer)];
+  int64_t n = k.size(1);
+  if (!l.k.defined()) {
+    int64_t cap = std::max<int64_t>(n, 16);
+    l.k = at::empty({k.size(0), cap, k.size(2)}, k.options());
+    l.v = at::empty({v.size(0), cap, v.size(2)}, v.options());
+  } else if (l.length + n > l.k.size(1)) {
+    int64_t cap = std::max<int64_t>(l.length + n, l.k.size(1) * 2);
+    at::Tensor nk = at::empty({k.size(0), cap, k.size(2)}, k.options());
+    at::Tensor nv = at::empty({v.size(0), cap, v.size(2)}, v.options());
+    nk.narrow(1, 0, l.length).copy_(l.k.narrow(1, 0, l.length));
+    nv.narrow(1, 0, l.length).copy_(l.v.narrow(1, 0, l.length));
+    l.k = nk;
+    l.v = nv;
+  }
+  l.k.narrow(1, l.length, n).copy_(k);
+  l.v.narrow(1, l.length, n).copy_(v);
+  l.length += n;
+  peak_bytes_ = std::max(peak_bytes_, bytes());
+}
+
+at::Tensor DenseKvCache::keys(int layer) const {
+  const Layer& l = layer_at(layer);
+  return l.k.defined() ? l.k.narrow(1, 0, l.length) : at::Tensor();
+}
+
+at::Tensor DenseKvCache::values(int layer) const {
+  const Layer& l = layer_at(layer);
+  return l.v.defined() ? l.v.narrow(1, 0, l.length) : at::Tensor();
+}
+
+void DenseKvCache::remove(int layer, const std::vector<int64_t>& indices) {
+  layer_at(layer);
+  Layer& l = layers_[static_cast<size_t>(layer)];
+  if (indices.empty()) return;
+  std::vector<char> drop(static_cast<size_t>(l.length), 0);
+  for (int64_t i : indices) {
+    if (i < 0 || i >= l.length || drop[static_cast<size_t>(i)]) {
+      throw InternalError("kv cache: cannot remove entry " + std::to_string(i) + " of layer " + std::to_string(layer) +
+                          " (length " + std::to_string(l.length) + ", or listed twice)");
+    }
+    drop[static_cast<size_t>(i)] = 1;
+  }
+  std::vector<int64_t> keep;
+  keep.reserve(static_cast<size_t>(l.length) - indices.size());
+  for (int64_t i = 0; i < l.length; ++i) {
+    if (!drop[static_cast<size_t>(i)]) keep.push_back(i);
+  }
+  at::Tensor idx = at::tensor(keep, at::kLong);
+  int64_t n = static_cast<int64_t>(keep.size());
+  at::Tensor k = l.k.narrow(1, 0, l.length).index_select(1, idx);
+  at::Tensor v = l.v.narrow(1, 0, l.length).index_select(1, idx);
+  l.k.narrow(1, 0, n).copy_(k);
+  l.v.narrow(1, 0, n).copy_(v);
+  l.length = n;
+}
+
+int64_t DenseKvCache::bytes() const {
+  int64_t total = 0;
+  for (const Layer& l : layers_) {
+    if (l.k.defined()) total += 2 * l.length * l.k.size(0) * l.k.size(2) * static_cast<int64_t>(l.k.element_size());
+  }
+  return total;
+}
+
+void DenseKvCache::clear() {
+  for (Layer& l : layers_) l = Layer{};
+  peak_bytes_ = 0;
+}
+
+}  // namespace mustdrop::model

@@ -1,0 +1,197 @@
+#include "model/llama.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace mustdrop::model {
+
+namespace {
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
+  at::Tensor xf = x.to(accumulate_type(x.scalar_type()));
+  at::Tensor y = xf * at::rsqrt(xf.pow(2).mean(-1, true) + eps);
+  return (y.to(x.scalar_type()) * w);
+}
+
+at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = at::Tensor()) {
+  return b.defined() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
+}
+
+std::string layer_prefix(int i) { return "language_model.model.layers." + std::to_string(i) + "."; }
+
+}  // namespace
+
+at::ScalarType accumulate_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+void rope_tables(const at::Tensor& positions, int head_dim, const TextConfig& c, int64_t seq_len, at::Tensor* cos,
+                 at::Tensor* sin) {
+  double base = c.rope_theta;
+  at::Tensor pos = positions.to(at::kDouble);
+  if (c.rope_scaling_type == "linear") pos = pos / c.rope_scaling_factor;
+  if (c.rope_scaling_type == "dynamic" && seq_len > c.max_position_embeddings) {
+    double f = c.rope_scaling_factor;
+    base *= std::pow(f * seq_len / c.max_position_embeddings - (f - 1), head_dim / (head_dim - 2.0));
+  }
+  at::Tensor inv_freq =
+      1.0 / at::pow(base, at::arange(0, head_dim, 2, at::TensorOptions().dtype(at::kDouble)) / head_dim);
+  at::Tensor freqs = at::outer(pos, inv_freq);  // [n, head_dim/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  *cos = emb.cos();  // float64: callers cast to their compute type
+  *sin = emb.sin();
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  int64_t half = x.size(-1) / 2;
+  at::ScalarType acc = accumulate_type(x.scalar_type());
+  at::Tensor xf = x.to(acc);
+  at::Tensor rotated = at::cat({-xf.narrow(-1, half, half), xf.narrow(-1, 0, half)}, -1);
+  return (xf * cos.to(acc) + rotated * sin.to(acc)).to(x.scalar_type());
+}
+
+LlamaModel::LlamaModel(TextConfig config, LlamaWeights weights) : config_(std::move(config)), weights_(std::move(weights)) {
+  if (config_.hidden_act != "silu") {
+    throw ModelError("config.json: text_config.hidden_act '" + config_.hidden_act + "' is not supported (silu)");
+  }
+}
+
+void LlamaModel::expected_tensors(const TextConfig& c, ShapeMap& out) {
+  int64_t h = c.hidden_size, hd = c.hidden_size / c.num_attention_heads;
+  int64_t kv = static_cast<int64_t>(c.num_key_value_heads) * hd;
+  out["language_model.model.embed_tokens.weight"] = {c.vocab_size, h};
+  out["language_model.model.norm.weight"] = {h};
+  if (!c.tie_word_embeddings) out["language_model.lm_head.weight"] = {c.vocab_size, h};
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    std::string p = layer_prefix(i);
+    out[p + "input_layernorm.weight"] = {h};
+    out[p + "post_attention_layernorm.weight"] = {h};
+    out[p + "self_attn.q_proj.weight"] = {h, h};
+    out[p + "self_attn.k_proj.weight"] = {kv, h};
+    out[p + "self_attn.v_proj.weight"] = {kv, h};
+    out[p + "self_attn.o_proj.weight"] = {h, h};
+    if (c.attention_bias) {
+      out[p + "self_attn.q_proj.bias"] = {h};
+      out[p + "self_attn.k_proj.bias"] = {kv};
+      out[p + "self_attn.v_proj.bias"] = {kv};
+    }
+    out[p + "mlp.gate_proj.weight"] = {c.intermediate_size, h};
+    out[p + "mlp.up_proj.weight"] = {c.intermediate_size, h};
+    out[p + "mlp.down_proj.weight"] = {h, c.intermediate_size};
+  }
+}
+
+LlamaWeights LlamaModel::load(const TextConfig& c, const Weights& w, at::ScalarType dtype) {
+  LlamaWeights lw;
+  lw.embed = w.get("language_model.model.embed_tokens.weight", dtype);
+  lw.norm = w.get("language_model.model.norm.weight", dtype);
+  lw.lm_head = c.tie_word_embeddings ? lw.embed : w.get("language_model.lm_head.weight", dtype);
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    std::string p = layer_prefix(i);
+    LlamaLayerWeights l;
+    l.input_norm = w.get(p + "input_layernorm.weight", dtype);
+    l.post_norm = w.get(p + "post_attention_layernorm.weight", dtype);
+    l.q = w.get(p + "self_attn.q_proj.weight", dtype);
+    l.k = w.get(p + "self_attn.k_proj.weight", dtype);
+    l.v = w.get(p + "self_attn.v_proj.weight", dtype);
+    l.o = w.get(p + "self_attn.o_proj.weight", dtype);
+    if (c.attention_bias) {
+      l.q_bias = w.get(p + "self_attn.q_proj.bias", dtype);
+      l.k_bias = w.get(p + "self_attn.k_proj.bias", dtype);
+      l.v_bias = w.get(p + "self_attn.v_proj.bias", dtype);
+    }
+    l.gate = w.get(p + "mlp.gate_proj.weight", dtype);
+    l.up = w.get(p + "mlp.up_proj.weight", dtype);
+    l.down = w.get(p + "mlp.down_proj.weight", dtype);
+    lw.layers.push_back(std::move(l));
+  }
+  return lw;
+}
+
+void LlamaModel::random_tensors(const TextConfig& c, uint64_t seed, std::map<std::string, at::Tensor>& out) {
+  ShapeMap shapes;
+  expected_tensors(c, shapes);
+  out.merge(random_weights(shapes, seed));
+}
+
+at::Tensor LlamaModel::embed(const std::vector<int>& ids) const {
+  std::vector<int64_t> v(ids.begin(), ids.end());
+  for (int64_t id : v) {
+    if (id < 0 || id >= weights_.embed.size(0)) {
+      throw InternalError("token id " + std::to_string(id) + " outside the vocabulary (" +
+                          std::to_string(weights_.embed.size(0)) + ")");
+    }
+  }
+  return weights_.embed.index_select(0, at::tensor(v, at::kLong));
+}
+
+at::Tensor LlamaModel::attention(int layer, const at::Tensor& x, const at::Tensor& positions, KvCache& cache,
+                                 const std::vector<int64_t>& rows, at::Tensor* probs_out) const {
+  const LlamaLayerWeights& w = weights_.layers[static_cast<size_t>(layer)];
+  int64_t n = x.size(0);
+  int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads, hd = head_dim();
+  at::Tensor q = dense(x, w.q, w.q_bias).view({n, heads, hd}).transpose(0, 1);
+  at::Tensor k = dense(x, w.k, w.k_bias).view({n, kv_heads, hd}).transpose(0, 1);
+  at::Tensor v = dense(x, w.v, w.v_bias).view({n, kv_heads, hd}).transpose(0, 1);
+  int64_t past = cache.length(layer);
+  at::Tensor cos, sin;
+  rope_tables(positions, static_cast<int>(hd), config_, past + n, &cos, &sin);
+  q = apply_rope(q, cos, sin);
+  k = apply_rope(k, cos, sin);
+  cache.append(layer, k, v);
+  at::Tensor keys = cache.keys(layer), values = cache.values(layer);  // [kv_heads, S, hd]
+  int64_t s = keys.size(1);
+  int64_t group = heads / kv_heads;
+  if (group > 1) {
+    keys = keys.unsqueeze(1).expand({kv_heads, group, s, hd}).reshape({heads, s, hd});
+    values = values.unsqueeze(1).expand({kv_heads, group, s, hd}).reshape({heads, s, hd});
+  }
+  // Scores in at least float32: [heads, n, S]; query i (cache index past+i) sees keys 0..past+i.
+  at::ScalarType acc = accumulate_type(q.scalar_type());
+  at::Tensor scores = at::bmm(q.to(acc), keys.to(acc).transpose(1, 2)) / std::sqrt(static_cast<double>(hd));
+  if (n > 1) {
+    at::Tensor mask = at::ones({n, s}, at::TensorOptions().dtype(at::kBool)).triu(past + 1);
+    scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
+  }
+  at::Tensor probs = at::softmax(scores, -1);
+  if (probs_out && !rows.empty()) {
+    *probs_out = probs.index_select(1, at::tensor(rows, at::kLong)).mean(0).to(at::kFloat);
+  }
+  at::Tensor out = at::bmm(probs.to(values.scalar_type()), values);  // [heads, n, hd]
+  return dense(out.transpose(0, 1).reshape({n, heads * hd}), w.o);
+}
+
+LlmOutput LlamaModel::forward(const LlmForward& in) const {
+  if (!in.cache) throw InternalError("LlamaModel::forward needs a KV cache");
+  LlmOutput out;
+  at::Tensor h = in.hidden.to(weights_.embed.scalar_type());
+  at::Tensor positions = in.positions;
+  for (int i = 0; i < n_layers(); ++i) {
+    const LlamaLayerWeights& w = weights_.layers[static_cast<size_t>(i)];
+    std::vector<int64_t> rows;
+    if (in.hook) {
+      rows = in.hook->attention_rows(i, h.size(0));
+    } else if (auto it = in.attention_rows.find(i); it != in.attention_rows.end()) {
+      rows = it->second;
+    }
+    out.tokens_per_layer.push_back(h.size(0));
+    int64_t past = in.cache->length(i);
+    at::Tensor probs;
+    h = h + attention(i, rms_norm(h, w.input_norm, config_.rms_norm_eps), positions, *in.cache, rows, &probs);
+    at::Tensor x = rms_norm(h, w.post_norm, config_.rms_norm_eps);
+    h = h + dense(at::silu(dense(x, w.gate)) * dense(x, w.up), w.down);
+    if (probs.defined()) out.attention[i] = probs;
+    if (in.hook) {
+      LayerState st{i, h, positions, probs, past};
+      in.hook->after_layer(st);
+      h = st.hidden;
+      positions = st.positions;
+    }
+  }
+  at::Tensor last = in.all_logits ? h : h.narrow(0, h.size(0) - 1, 1);
+  out.logits = dense(rms_norm(last, weights_.norm, config_.rms_norm_eps), weights_.lm_head).to(at::kFloat);
+  return out;
+}
+
+}  // namespace mustdrop::model

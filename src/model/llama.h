@@ -1,0 +1,97 @@
+// Llama-family decoder (Vicuna, Llama 2; Mistral/Qwen2-style GQA and qkv bias): RMSNorm, RoPE
+// at explicit per-token positions, SwiGLU, grouped-query attention written out so that chosen
+// layers can return attention probabilities. Single sequence: activations are [tokens, hidden].
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "model/hf_config.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+
+namespace mustdrop::model {
+
+struct LlamaLayerWeights {
+  at::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, post_norm, gate, up, down;
+};
+
+struct LlamaWeights {
+  at::Tensor embed;  // [vocab, hidden]
+  std::vector<LlamaLayerWeights> layers;
+  at::Tensor norm;
+  at::Tensor lm_head;  // [vocab, hidden]
+};
+
+// What a layer hook sees after a decoder layer has run over the current tokens.
+struct LayerState {
+  int layer = 0;
+  at::Tensor hidden;     // [n, hidden]: output of this layer (input of the next)
+  at::Tensor positions;  // [n] int64 RoPE positions of these tokens
+  at::Tensor attention;  // [rows, n_keys] head-mean probabilities of the requested rows, or undefined
+  int64_t n_past = 0;    // cache entries of this layer before these tokens
+};
+
+// Called between decoder layers during a forward pass; may drop tokens from `state` (hidden and
+// positions together) so later layers run on fewer. Tokens already cached stay in layers <= this.
+class LayerHook {
+ public:
+  virtual ~LayerHook() = default;
+  // Query rows (indices into the tokens entering `layer`) whose attention `layer` must return;
+  // empty: none (the layer then pays nothing extra).
+  virtual std::vector<int64_t> attention_rows(int layer, int64_t n_tokens) = 0;
+  virtual void after_layer(LayerState& state) = 0;
+};
+
+struct LlmForward {
+  at::Tensor hidden;     // [n, hidden] input embeddings of the new tokens
+  at::Tensor positions;  // [n] int64
+  KvCache* cache = nullptr;                           // required: extended by every layer
+  std::map<int, std::vector<int64_t>> attention_rows;  // fixed requests when there is no hook
+  LayerHook* hook = nullptr;
+  bool all_logits = false;  // logits for every remaining row, else only the last
+};
+
+struct LlmOutput {
+  at::Tensor logits;                      // [rows, vocab] (float32)
+  std::map<int, at::Tensor> attention;    // layer -> [rows, n_keys] head-mean probabilities
+  std::vector<int64_t> tokens_per_layer;  // tokens each layer processed
+};
+
+// float64 for float64 tensors, else float32: the type softmax, norms and RoPE run in.
+at::ScalarType accumulate_type(at::ScalarType t);
+// RoPE cos/sin tables for `positions` ([n] int64): each [n, head_dim], float64.
+void rope_tables(const at::Tensor& positions, int head_dim, const TextConfig& config, int64_t seq_len, at::Tensor* cos,
+                 at::Tensor* sin);
+// Applies RoPE (rotate-half convention) to x [heads, n, head_dim].
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+class LlamaModel {
+ public:
+  LlamaModel(TextConfig config, LlamaWeights weights);
+  // Tensor names and shapes under "language_model." for `config`.
+  static void expected_tensors(const TextConfig& config, ShapeMap& out);
+  // Reads the weights (names as expected_tensors) converted to `dtype`.
+  static LlamaWeights load(const TextConfig& config, const Weights& weights, at::ScalarType dtype);
+  // Random weights (normal, std 0.02; norms 1) from `seed`, as named tensors.
+  static void random_tensors(const TextConfig& config, uint64_t seed, std::map<std::string, at::Tensor>& out);
+
+  const TextConfig& config() const { return config_; }
+  int n_layers() const { return static_cast<int>(weights_.layers.size()); }
+  int head_dim() const { return config_.hidden_size / config_.num_attention_heads; }
+  // Embeddings of token ids: [n, hidden].
+  at::Tensor embed(const std::vector<int>& ids) const;
+  // Runs the new tokens through every layer, appending their keys/values to the cache.
+  LlmOutput forward(const LlmForward& in) const;
+
+ private:
+  at::Tensor attention(int layer, const at::Tensor& x, const at::Tensor& positions, KvCache& cache,
+                       const std::vector<int64_t>& rows, at::Tensor* probs_out) const;
+  TextConfig config_;
+  LlamaWeights weights_;
+};
+
+}  // namespace mustdrop::model

@@ -1,0 +1,120 @@
+#include "model/tiny_model.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "model/presets.h"
+#include "model/vlm.h"
+#include "model/weights.h"
+
+#ifndef MUSTDROP_SOURCE_DIR_FOR_DATA
+#define MUSTDROP_SOURCE_DIR_FOR_DATA "."
+#endif
+
+namespace mustdrop::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) throw ModelError(path.string() + ": cannot write");
+}
+
+// The name a tensor has on disk: the older prefixes, or the newer ones when asked.
+std::string disk_name(const std::string& canonical, bool new_prefixes) {
+  if (!new_prefixes) return canonical;
+  auto starts = [&](const char* p) { return canonical.rfind(p, 0) == 0; };
+  if (starts("language_model.model.")) return "model.language_model." + canonical.substr(21);
+  if (starts("language_model.lm_head.")) return canonical.substr(15);
+  return "model." + canonical;
+}
+
+}  // namespace
+
+ModelConfig write_tiny_model(const std::string& dir_str, const TinyModelOptions& o) {
+  fs::path dir(dir_str);
+  std::error_code ec;
+  if (fs::exists(dir) && !fs::is_empty(dir, ec)) throw ModelError(dir_str + ": exists and is not empty");
+  fs::create_directories(dir, ec);
+  if (ec) throw ModelError(dir_str + ": cannot create (" + ec.message() + ")");
+  ModelConfig c = preset_config(o.preset, o.llm_layers, o.vision_layers);
+
+  // Tokenizer: SentencePiece unigram on the bundled corpus; added tokens right after its pieces.
+  const int pieces = c.image_token_index;  // presets put <image> right after the pieces
+  std::string corpus = o.corpus.empty() ? std::string(MUSTDROP_SOURCE_DIR_FOR_DATA) + "/tools/data/tiny_corpus.txt" : o.corpus;
+  if (!fs::exists(corpus)) throw ModelError(corpus + ": tokenizer training text not found");
+  std::string cmd = "spm_train --input=" + quote(corpus) + " --model_prefix=" + quote((dir / "tokenizer").string()) +
+                    " --vocab_size=" + std::to_string(pieces) +
+                    " --model_type=unigram --character_coverage=1.0 --byte_fallback=true --random_seed=" +
+                    std::to_string(o.seed) + " --num_threads=1 --minloglevel=2 > /dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) throw ModelError(dir_str + ": spm_train failed: " + cmd);
+  fs::remove(dir / "tokenizer.vocab", ec);
+
+  nlohmann::ordered_json added = nlohmann::ordered_json::object();
+  added["<image>"] = c.image_token_index;
+  if (c.video_token_index >= 0) added["<video>"] = c.video_token_index;
+  added["<pad>"] = c.pad_token_id;
+  write_text(dir / "added_tokens.json", added.dump(2) + "\n");
+  nlohmann::ordered_json decoder = nlohmann::ordered_json::object();
+  for (auto& [text, id] : added.items()) decoder[std::to_string(id.get<int>())] = {{"content", text}, {"special", true}};
+  write_text(dir / "tokenizer_config.json",
+             nlohmann::ordered_json{{"tokenizer_class", "LlamaTokenizer"},
+                                    {"bos_token", "<s>"},
+                                    {"eos_token", "</s>"},
+                                    {"unk_token", "<unk>"},
+                                    {"pad_token", "<pad>"},
+                                    {"legacy", true},
+                                    {"added_tokens_decoder", decoder}}
+                     .dump(2) + "\n");
+  write_text(dir / "special_tokens_map.json",
+             nlohmann::ordered_json{{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}, {"pad_token", "<pad>"}}
+                     .dump(2) + "\n");
+  write_text(dir / "generation_config.json",
+             nlohmann::ordered_json{{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id},
+                                    {"pad_token_id", c.pad_token_id}}
+                     .dump(2) + "\n");
+  c.torch_dtype = o.dtype == "f16" ? "float16" : o.dtype == "bf16" ? "bfloat16" : "float32";
+  write_text(dir / "config.json", model_config_to_json(c));
+
+  DType dtype = o.dtype == "f16" ? DType::kF16 : o.dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  if (o.dtype != "f32" && o.dtype != "f16" && o.dtype != "bf16") throw ConfigError("tiny model dtype must be f32, f16 or bf16");
+  std::map<std::string, at::Tensor> tensors = VisionLanguageModel::random_tensors(c, o.seed);
+  int shards = std::max(1, o.shards);
+  std::vector<std::vector<TensorData>> parts(static_cast<size_t>(shards));
+  size_t i = 0;
+  for (const auto& [name, t] : tensors) {
+    parts[i++ % parts.size()].push_back(to_tensor_data(disk_name(name, o.new_prefixes), t, dtype));
+  }
+  if (shards == 1) {
+    write_safetensors((dir / "model.safetensors").string(), parts[0], {{"format", "pt"}});
+  } else {
+    nlohmann::ordered_json map = nlohmann::ordered_json::object();
+    for (int s = 0; s < shards; ++s) {
+      char name[64];
+      std::snprintf(name, sizeof(name), "model-%05d-of-%05d.safetensors", s + 1, shards);
+      write_safetensors((dir / name).string(), parts[static_cast<size_t>(s)], {{"format", "pt"}});
+      for (const auto& t : parts[static_cast<size_t>(s)]) map[t.name] = name;
+    }
+    write_text(dir / "model.safetensors.index.json",
+               nlohmann::ordered_json{{"metadata", {{"total_size", 0}}}, {"weight_map", map}}.dump(2) + "\n");
+  }
+  return c;
+}
+
+}  // namespace mustdrop::model

@@ -1,0 +1,28 @@
+// Writes a small random model in exactly the Hugging Face layout of a real checkpoint
+// (config.json, safetensors, SentencePiece tokenizer.model and the JSON side files), so tests
+// and samples load it through the same code path as llava-1.5 or Video-LLaVA.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "model/hf_config.h"
+
+namespace mustdrop::model {
+
+struct TinyModelOptions {
+  std::string preset = "tiny-llava";  // any preset_config() name (layers below apply)
+  int llm_layers = 0;                 // 0: the preset's
+  int vision_layers = 0;
+  uint64_t seed = 1234;               // same seed, same weights
+  int shards = 1;                     // > 1: model-0000i-of-0000n.safetensors + index
+  std::string dtype = "f32";          // f32 | f16 | bf16 on disk
+  bool new_prefixes = false;          // write "model.language_model.*" names instead of "language_model.model.*"
+  std::string corpus;                 // tokenizer training text ("" = the bundled tools/data/tiny_corpus.txt)
+};
+
+// Creates `dir` (which must be empty or absent) and writes the model; trains the tokenizer with
+// the sentencepiece CLI (spm_train). Throws ModelError naming the path on failure.
+ModelConfig write_tiny_model(const std::string& dir, const TinyModelOptions& options);
+
+}  // namespace mustdrop::model

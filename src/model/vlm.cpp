@@ -1,0 +1,165 @@
+#include "model/vlm.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <functional>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace mustdrop::model {
+
+std::unique_ptr<VisionLanguageModel> build_model(const ModelConfig& config, const Weights& weights,
+                                                 at::ScalarType dtype) {
+  weights.check(VisionLanguageModel::expected_tensors(config));
+  if (config.is_video_llava()) return make_video_llava(config, weights, dtype);
+  return make_llava(config, weights, dtype);
+}
+
+ShapeMap VisionLanguageModel::expected_tensors(const ModelConfig& c) {
+  ShapeMap out;
+  LlamaModel::expected_tensors(c.text, out);
+  if (c.is_video_llava()) {
+    video_llava_tower_tensors(c, out);
+  } else {
+    llava_tower_tensors(c, out);
+  }
+  int64_t dv = c.vision.hidden_size, dt = c.text.hidden_size;
+  out["multi_modal_projector.linear_1.weight"] = {dt, dv};
+  out["multi_modal_projector.linear_1.bias"] = {dt};
+  out["multi_modal_projector.linear_2.weight"] = {dt, dt};
+  out["multi_modal_projector.linear_2.bias"] = {dt};
+  return out;
+}
+
+std::map<std::string, at::Tensor> VisionLanguageModel::random_tensors(const ModelConfig& c, uint64_t seed) {
+  std::map<std::string, at::Tensor> out;
+  LlamaModel::random_tensors(c.text, seed, out);
+  ShapeMap towers;
+  if (c.is_video_llava()) {
+    video_llava_tower_tensors(c, towers);
+  } else {
+    llava_tower_tensors(c, towers);
+  }
+  // Each tower prefix gets its own stream of random numbers.
+  std::map<std::string, bool> prefixes;
+  for (const auto& [name, shape] : towers) prefixes[name.substr(0, name.find(".vision_model.") + 14)] = true;
+  uint64_t k = 1;
+  for (const auto& [prefix, unused] : prefixes) ClipVision::random_tensors(c.vision, prefix, seed + 1000 * k++, out);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
+  int64_t dv = c.vision.hidden_size, dt = c.text.hidden_size;
+  out["multi_modal_projector.linear_1.weight"] = at::normal(0.0, 0.02, {dt, dv}, gen);
+  out["multi_modal_projector.linear_1.bias"] = at::normal(0.0, 0.01, {dt}, gen);
+  out["multi_modal_projector.linear_2.weight"] = at::normal(0.0, 0.02, {dt, dt}, gen);
+  out["multi_modal_projector.linear_2.bias"] = at::normal(0.0, 0.01, {dt}, gen);
+  return out;
+}
+
+std::unique_ptr<VisionLanguageModel> load_model_dir(const std::string& dir, const LoadOptions& options) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(dir)) throw ModelError(dir + ": not a model directory");
+  ModelConfig config = parse_model_config((fs::path(dir) / "config.json").string());
+  std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(dir);
+  std::unique_ptr<Weights> weights = Weights::open(dir);
+  std::unique_ptr<VisionLanguageModel> m = build_model(config, *weights, options.dtype);
+  m->tokenizer_ = std::move(tokenizer);
+  if (m->tokenizer_->vocab_size() > config.text.vocab_size) {
+    throw ModelError(dir + "/tokenizer.model: " + std::to_string(m->tokenizer_->vocab_size()) +
+                     " tokens, more than the model's vocab_size " + std::to_string(config.text.vocab_size));
+  }
+  return m;
+}
+
+std::unique_ptr<VisionLanguageModel> VisionLanguageModel::load(const std::string& dir, const LoadOptions& options) {
+  return load_model_dir(dir, options);
+}
+
+std::unique_ptr<VisionLanguageModel> VisionLanguageModel::random(const ModelConfig& config, uint64_t seed,
+                                                                 const LoadOptions& options) {
+  std::unique_ptr<Weights> w = Weights::from_tensors(random_tensors(config, seed));
+  return build_model(config, *w, options.dtype);
+}
+
+void VisionLanguageModel::init_common(const ModelConfig& config, const Weights& w, at::ScalarType dtype) {
+  if (config.projector_hidden_act != "gelu" && config.projector_hidden_act != "silu") {
+    throw ModelError("config.json: projector_hidden_act '" + config.projector_hidden_act +
+                     "' is not supported (gelu or silu)");
+  }
+  config_ = config;
+  llm_ = std::make_unique<LlamaModel>(config.text, LlamaModel::load(config.text, w, dtype));
+  proj1_w_ = w.get("multi_modal_projector.linear_1.weight", dtype);
+  proj1_b_ = w.get("multi_modal_projector.linear_1.bias", dtype);
+  proj2_w_ = w.get("multi_modal_projector.linear_2.weight", dtype);
+  proj2_b_ = w.get("multi_modal_projector.linear_2.bias", dtype);
+}
+
+int VisionLanguageModel::feature_layer() const {
+  int n = config_.vision.num_hidden_layers;
+  int index = config_.vision_feature_layer < 0 ? n + 1 + config_.vision_feature_layer : config_.vision_feature_layer;
+  return index - 1;  // hidden_states[index] is the output of layer index - 1 (0: the embeddings)
+}
+
+int64_t VisionLanguageModel::tokens_per_frame() const {
+  int64_t g = config_.vision.image_size / config_.vision.patch_size;
+  return g * g + (keeps_cls() ? 1 : 0);
+}
+
+at::Tensor VisionLanguageModel::select_features(const VisionTokens& tokens) const {
+  if (keeps_cls()) return tokens.hidden;
+  return tokens.hidden.narrow(1, 1, tokens.hidden.size(1) - 1);
+}
+
+at::Tensor VisionLanguageModel::project(const at::Tensor& features) const {
+  at::Tensor x = at::linear(features.to(proj1_w_.scalar_type()), proj1_w_, proj1_b_);
+  x = config_.projector_hidden_act == "gelu" ? at::gelu(x) : at::silu(x);
+  return at::linear(x, proj2_w_, proj2_b_);
+}
+
+PromptLayout VisionLanguageModel::build_chat_prompt(const std::string& question_in, int64_t n_vision,
+                                                    int placeholder_id, const std::string& placeholder_text) const {
+  // A placeholder typed into the question would open a second vision block: remove it.
+  std::string question = question_in;
+  for (size_t at_pos; (at_pos = question.find(placeholder_text)) != std::string::npos;) {
+    question.erase(at_pos, placeholder_text.size());
+  }
+  std::vector<int> ids;
+  if (tokenizer_) {
+    ids = tokenizer_->encode("USER: " + placeholder_text + "\n" + question + " ASSISTANT:", true);
+  } else {
+    // Shape presets carry no tokenizer: words hash to ids (benchmarks only; no text comes out).
+    std::hash<std::string> h;
+    int64_t span = std::max(1, config_.text.vocab_size - 100);
+    auto word_ids = [&](const std::string& text) {
+      std::istringstream words(text);
+      for (std::string w; words >> w;) ids.push_back(3 + static_cast<int>(h(w) % static_cast<size_t>(span)));
+    };
+    ids.push_back(config_.bos_token_id);
+    word_ids("USER:");
+    ids.push_back(placeholder_id);
+    word_ids(question + " ASSISTANT:");
+  }
+  PromptLayout layout;
+  auto it = std::find(ids.begin(), ids.end(), placeholder_id);
+  if (it == ids.end()) throw InternalError("prompt lost its " + placeholder_text + " placeholder");
+  layout.vision_begin = it - ids.begin();
+  layout.n_vision = n_vision;
+  ids.erase(it);
+  ids.insert(ids.begin() + layout.vision_begin, static_cast<size_t>(n_vision), placeholder_id);
+  layout.ids = std::move(ids);
+  return layout;
+}
+
+at::Tensor VisionLanguageModel::embed_prompt(const PromptLayout& layout, const at::Tensor& vision) const {
+  if (vision.size(0) != layout.n_vision) {
+    throw InternalError("prompt expects " + std::to_string(layout.n_vision) + " vision tokens, got " +
+                        std::to_string(vision.size(0)));
+  }
+  std::vector<int> before(layout.ids.begin(), layout.ids.begin() + layout.vision_begin);
+  std::vector<int> after(layout.ids.begin() + layout.text_begin(), layout.ids.end());
+  at::Tensor parts[3] = {llm_->embed(before), vision.to(proj1_w_.scalar_type()), llm_->embed(after)};
+  return at::cat({parts[0], parts[1], parts[2]}, 0);
+}
+
+}  // namespace mustdrop::model

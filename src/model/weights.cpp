@@ -1,0 +1,221 @@
+#include "model/weights.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace mustdrop::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << "]";
+  return os.str();
+}
+
+at::ScalarType scalar_type(DType d, const std::string& where) {
+  switch (d) {
+    case DType::kF32:
+      return at::kFloat;
+    case DType::kF16:
+      return at::kHalf;
+    case DType::kBF16:
+      return at::kBFloat16;
+    case DType::kF64:
+      return at::kDouble;
+    case DType::kI64:
+    case DType::kI32:
+    case DType::kI16:
+    case DType::kI8:
+    case DType::kU8:
+    case DType::kBool:
+      break;
+  }
+  throw ModelError(where + ": dtype " + dtype_name(d) + " is not a floating-point weight type (F32, F16, BF16)");
+}
+
+}  // namespace
+
+std::string canonical_tensor_name(const std::string& name) {
+  auto starts = [&](const char* p) { return name.rfind(p, 0) == 0; };
+  if (starts("model.language_model.")) return "language_model.model." + name.substr(21);
+  if (starts("lm_head.")) return "language_model." + name;
+  for (const char* tower : {"vision_tower.", "video_tower.", "image_tower.", "multi_modal_projector."}) {
+    std::string prefixed = std::string("model.") + tower;
+    if (starts(prefixed.c_str())) return name.substr(6);
+  }
+  return name;
+}
+
+Weights::~Weights() = default;
+
+std::unique_ptr<Weights> Weights::open(const std::string& dir) {
+  std::unique_ptr<Weights> w(new Weights());
+  w->where_ = dir;
+  std::vector<std::string> paths;
+  fs::path single = fs::path(dir) / "model.safetensors";
+  fs::path index = fs::path(dir) / "model.safetensors.index.json";
+  std::map<std::string, std::string> weight_map;  // tensor -> shard file name
+  if (fs::exists(index)) {
+    std::ifstream in(index);
+    nlohmann::json j;
+    try {
+      in >> j;
+    } catch (const std::exception& e) {
+      throw ModelError(index.string() + ": not valid JSON (" + e.what() + ")");
+    }
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
+      throw ModelError(index.string() + ": no \"weight_map\" object");
+    }
+    std::set<std::string> shards;
+    for (auto& [tensor, file] : j["weight_map"].items()) {
+      if (!file.is_string()) throw ModelError(index.string() + ": weight_map entry '" + tensor + "' is not a file name");
+      weight_map[tensor] = file.get<std::string>();
+      shards.insert(file.get<std::string>());
+    }
+    for (const auto& s : shards) {
+      fs::path p = fs::path(dir) / s;
+      if (!fs::exists(p)) throw ModelError(index.string() + ": names shard '" + s + "', which " + dir + " does not have");
+      paths.push_back(p.string());
+    }
+  } else if (fs::exists(single)) {
+    paths.push_back(single.string());
+  } else {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      if (e.path().extension() == ".safetensors") paths.push_back(e.path().string());
+    }
+    std::sort(paths.begin(), paths.end());
+  }
+  if (paths.empty()) {
+    throw ModelError(dir + ": no weights (expected model.safetensors, or model.safetensors.index.json with its shards)");
+  }
+  for (const auto& p : paths) {
+    w->files_.push_back(std::make_unique<SafetensorsFile>(p));
+    const SafetensorsFile& f = *w->files_.back();
+    for (const TensorView& t : f.tensors()) {
+      std::string name = canonical_tensor_name(t.name);
+      auto [it, fresh] = w->entries_.emplace(name, Entry{&t, at::Tensor(), p});
+      if (!fresh) throw ModelError(p + ": tensor '" + t.name + "' also appears in " + it->second.file);
+      if (!weight_map.empty()) {
+        auto listed = weight_map.find(t.name);
+        if (listed != weight_map.end() && fs::path(p).filename() != listed->second) {
+          throw ModelError(p + ": tensor '" + t.name + "' is listed in " + index.string() + " under " + listed->second);
+        }
+      }
+    }
+  }
+  for (const auto& [tensor, file] : weight_map) {
+    if (!w->entries_.count(canonical_tensor_name(tensor))) {
+      throw ModelError((fs::path(dir) / file).string() + ": lacks tensor '" + tensor + "' that " + index.string() +
+                       " puts there");
+    }
+  }
+  return w;
+}
+
+std::unique_ptr<Weights> Weights::from_tensors(std::map<std::string, at::Tensor> tensors) {
+  std::unique_ptr<Weights> w(new Weights());
+  w->where_ = "(in-memory weights)";
+  for (auto& [name, t] : tensors) w->entries_[canonical_tensor_name(name)] = Entry{nullptr, t, ""};
+  return w;
+}
+
+bool Weights::has(const std::string& name) const { return entries_.count(name) > 0; }
+
+ShapeMap Weights::shapes() const {
+  ShapeMap out;
+  for (const auto& [name, e] : entries_) out[name] = e.view ? e.view->shape : e.tensor.sizes().vec();
+  return out;
+}
+
+void Weights::check(const ShapeMap& expected) const {
+  std::vector<std::string> missing, unexpected, wrong;
+  ShapeMap have = shapes();
+  for (const auto& [name, shape] : expected) {
+    auto it = have.find(name);
+    if (it == have.end()) {
+      missing.push_back(name + " " + shape_text(shape));
+    } else if (it->second != shape) {
+      auto e = entries_.find(name);
+      wrong.push_back(name + ": " + shape_text(it->second) + " in " + (e->second.file.empty() ? where_ : e->second.file) +
+                      ", expected " + shape_text(shape));
+    }
+  }
+  for (const auto& [name, shape] : have) {
+    if (!expected.count(name)) unexpected.push_back(name + " " + shape_text(shape));
+  }
+  if (missing.empty() && unexpected.empty() && wrong.empty()) return;
+  std::ostringstream os;
+  os << where_ << ": the weights do not match the architecture in config.json";
+  auto list = [&](const char* what, const std::vector<std::string>& names) {
+    if (names.empty()) return;
+    os << "\n  " << names.size() << " " << what << ":";
+    size_t shown = 0;
+    for (const auto& n : names) {
+      if (++shown > 40) {
+        os << "\n    ... and " << names.size() - 40 << " more";
+        break;
+      }
+      os << "\n    " << n;
+    }
+  };
+  list("missing", missing);
+  list("unexpected", unexpected);
+  list("with the wrong shape", wrong);
+  throw ModelError(os.str());
+}
+
+at::Tensor Weights::get(const std::string& name, at::ScalarType dtype) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw ModelError(where_ + ": missing tensor '" + name + "'");
+  const Entry& e = it->second;
+  if (!e.view) return e.tensor.to(dtype).contiguous().clone();
+  at::ScalarType src = scalar_type(e.view->dtype, e.file + ": tensor '" + e.view->name + "'");
+  at::Tensor raw = at::empty(e.view->shape, at::TensorOptions().dtype(src));
+  std::memcpy(raw.data_ptr(), e.view->data, e.view->n_bytes);  // copy: the file may be unaligned
+  return raw.to(dtype).contiguous();
+}
+
+std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_t seed) {
+  std::map<std::string, at::Tensor> out;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto ends_with = [](const std::string& s, const char* tail) {
+    size_t n = std::strlen(tail);
+    return s.size() >= n && s.compare(s.size() - n, n, tail) == 0;
+  };
+  for (const auto& [name, shape] : shapes) {
+    bool norm = name.find("norm") != std::string::npos && ends_with(name, ".weight");
+    bool bias = ends_with(name, ".bias");
+    out[name] = norm ? at::ones(shape) : at::normal(0.0, bias ? 0.01 : 0.02, shape, gen);
+  }
+  return out;
+}
+
+TensorData to_tensor_data(const std::string& name, const at::Tensor& tensor, DType dtype) {
+  at::ScalarType st = dtype == DType::kF16 ? at::kHalf : dtype == DType::kBF16 ? at::kBFloat16 : at::kFloat;
+  at::Tensor t = tensor.to(st).contiguous();
+  TensorData d;
+  d.name = name;
+  d.dtype = dtype;
+  d.shape = t.sizes().vec();
+  d.bytes.resize(t.numel() * t.element_size());
+  if (!d.bytes.empty()) std::memcpy(d.bytes.data(), t.data_ptr(), d.bytes.size());
+  return d;
+}
+
+}  // namespace mustdrop::model

@@ -1,0 +1,297 @@
+// The Llama decoder and its KV cache against independent computations: recomputation without
+// a cache, a naive RoPE formula, a full softmax, MHA with repeated heads, and fresh prefills.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <set>
+
+#include "model/generate.h"
+#include "model/kv_cache.h"
+#include "model/llama.h"
+#include "model/presets.h"
+
+namespace mustdrop::model {
+namespace {
+
+TextConfig small_text(int kv_heads = 2) {
+  TextConfig c = preset_config("tiny-llava").text;
+  c.num_key_value_heads = kv_heads;
+  c.vocab_size = 97;
+  return c;
+}
+
+LlamaModel make_llama(const TextConfig& c, uint64_t seed = 5) {
+  std::map<std::string, at::Tensor> t;
+  LlamaModel::random_tensors(c, seed, t);
+  auto w = Weights::from_tensors(t);
+  return LlamaModel(c, LlamaModel::load(c, *w, at::kDouble));
+}
+
+at::Tensor positions(std::vector<int64_t> p) { return at::tensor(p, at::kLong); }
+
+at::Tensor run(const LlamaModel& m, KvCache& cache, const std::vector<int>& ids, const std::vector<int64_t>& pos,
+               bool all = false) {
+  LlmForward f;
+  f.hidden = m.embed(ids);
+  f.positions = positions(pos);
+  f.cache = &cache;
+  f.all_logits = all;
+  return m.forward(f).logits;
+}
+
+std::vector<int64_t> range(int64_t a, int64_t b) {
+  std::vector<int64_t> v;
+  for (int64_t i = a; i < b; ++i) v.push_back(i);
+  return v;
+}
+
+TEST(Rope, MatchesTheNaiveFormula) {
+  TextConfig c = small_text();
+  int hd = 16;
+  at::Tensor x = at::randn({3, 5, hd}, at::kDouble);
+  std::vector<int64_t> pos = {0, 3, 7, 100, 2047};
+  at::Tensor cos, sin;
+  rope_tables(positions(pos), hd, c, 10, &cos, &sin);
+  at::Tensor y = apply_rope(x.to(at::kFloat), cos, sin).to(at::kDouble);
+  for (int h = 0; h < 3; ++h) {
+    for (int t = 0; t < 5; ++t) {
+      for (int i = 0; i < hd / 2; ++i) {
+        double theta = pos[t] / std::pow(c.rope_theta, 2.0 * i / hd);
+        double a = x[h][t][i].item<double>(), b = x[h][t][i + hd / 2].item<double>();
+        EXPECT_NEAR(y[h][t][i].item<double>(), a * std::cos(theta) - b * std::sin(theta), 1e-4);
+        EXPECT_NEAR(y[h][t][i + hd / 2].item<double>(), b * std::cos(theta) + a * std::sin(theta), 1e-4);
+      }
+    }
+  }
+}
+
+TEST(Rope, LinearScalingDividesPositions) {
+  TextConfig c = small_text();
+  c.rope_scaling_type = "linear";
+  c.rope_scaling_factor = 4.0;
+  TextConfig plain = small_text();
+  at::Tensor cos1, sin1, cos2, sin2;
+  rope_tables(positions({8, 40}), 16, c, 2, &cos1, &sin1);
+  rope_tables(positions({2, 10}), 16, plain, 2, &cos2, &sin2);
+  EXPECT_TRUE(at::allclose(cos1, cos2, 1e-6, 1e-6));
+  EXPECT_TRUE(at::allclose(sin1, sin2, 1e-6, 1e-6));
+}
+
+TEST(Llama, CachedDecodingEqualsFullRecomputation) {
+  TextConfig c = small_text();
+  LlamaModel m = make_llama(c);
+  std::vector<int> ids = {1, 17, 33, 5, 60, 12};
+  DenseKvCache cache(m.n_layers());
+  at::Tensor logits = run(m, cache, ids, range(0, 6));
+  for (int step = 0; step < 24; ++step) {
+    int next = static_cast<int>(logits.argmax(-1).item<int64_t>());
+    ids.push_back(next);
+    logits = run(m, cache, {next}, {static_cast<int64_t>(ids.size() - 1)});
+    DenseKvCache fresh(m.n_layers());
+    at::Tensor full = run(m, fresh, ids, range(0, static_cast<int64_t>(ids.size())));
+    ASSERT_TRUE(at::allclose(logits, full, 1e-9, 1e-9)) << "step " << step << " max diff "
+                                                        << (logits - full).abs().max().item<double>();
+  }
+  EXPECT_EQ(cache.length(0), static_cast<int64_t>(ids.size()));
+}
+
+TEST(Llama, AttentionRowsEqualAnIndependentSoftmax) {
+  TextConfig c = small_text(4);  // MHA keeps the reference short
+  std::map<std::string, at::Tensor> t;
+  LlamaModel::random_tensors(c, 9, t);
+  auto w = Weights::from_tensors(t);
+  LlamaModel m(c, LlamaModel::load(c, *w, at::kDouble));
+  std::vector<int> ids = {1, 4, 9, 16, 25, 36, 49};
+  std::vector<int64_t> pos = {0, 1, 2, 5, 6, 9, 10};  // gaps on purpose: positions are explicit
+  DenseKvCache cache(m.n_layers());
+  LlmForward f;
+  f.hidden = m.embed(ids);
+  f.positions = positions(pos);
+  f.cache = &cache;
+  f.attention_rows[0] = {6, 2, 4};
+  LlmOutput out = m.forward(f);
+  ASSERT_TRUE(out.attention.count(0));
+  ASSERT_FALSE(out.attention.count(1));  // nobody asked for layer 1
+
+  // Layer 0 by hand: RMSNorm, projections, RoPE, causal softmax per head, head mean.
+  auto get = [&](const std::string& n) { return t.at("language_model.model.layers.0." + n).to(at::kDouble); };
+  at::Tensor x = t.at("language_model.model.embed_tokens.weight").to(at::kDouble).index_select(0, at::tensor(std::vector<int64_t>(ids.begin(), ids.end())));
+  x = x / at::sqrt(x.pow(2).mean(-1, true) + c.rms_norm_eps) * get("input_layernorm.weight");
+  int64_t heads = 4, hd = c.hidden_size / heads, n = 7;
+  at::Tensor q = at::mm(x, get("self_attn.q_proj.weight").t()).view({n, heads, hd});
+  at::Tensor k = at::mm(x, get("self_attn.k_proj.weight").t()).view({n, heads, hd});
+  at::Tensor ref = at::zeros({3, n}, at::kDouble);
+  std::vector<int64_t> rows = {6, 2, 4};
+  auto rot = [&](at::Tensor v, int64_t p, int64_t hidx) {  // naive RoPE of one vector
+    at::Tensor out = v[hidx].clone();
+    for (int64_t i = 0; i < hd / 2; ++i) {
+      double th = p / std::pow(c.rope_theta, 2.0 * i / hd);
+      double a = v[hidx][i].item<double>(), b = v[hidx][i + hd / 2].item<double>();
+      out[i] = a * std::cos(th) - b * std::sin(th);
+      out[i + hd / 2] = b * std::cos(th) + a * std::sin(th);
+    }
+    return out;
+  };
+  for (size_t r = 0; r < rows.size(); ++r) {
+    for (int64_t h = 0; h < heads; ++h) {
+      std::vector<double> s;
+      for (int64_t j = 0; j <= rows[r]; ++j) {
+        s.push_back((rot(q[rows[r]], pos[rows[r]], h) * rot(k[j], pos[j], h)).sum().item<double>() / std::sqrt(hd));
+      }
+      double mx = *std::max_element(s.begin(), s.end()), z = 0;
+      for (double v : s) z += std::exp(v - mx);
+      for (size_t j = 0; j < s.size(); ++j) ref[r][j] += std::exp(s[j] - mx) / z / heads;
+    }
+  }
+  EXPECT_TRUE(at::allclose(out.attention[0].to(at::kDouble), ref, 1e-5, 1e-6))
+      << out.attention[0] << "\n" << ref;
+}
+
+TEST(Llama, GqaEqualsMhaWithRepeatedHeads) {
+  TextConfig gqa = small_text(2);
+  std::map<std::string, at::Tensor> t;
+  LlamaModel::random_tensors(gqa, 11, t);
+  TextConfig mha = gqa;
+  mha.num_key_value_heads = gqa.num_attention_heads;
+  std::map<std::string, at::Tensor> t2 = t;
+  int64_t hd = gqa.hidden_size / gqa.num_attention_heads, group = gqa.num_attention_heads / gqa.num_key_value_heads;
+  for (auto& [name, w] : t2) {
+    if (name.find("k_proj.weight") != std::string::npos || name.find("v_proj.weight") != std::string::npos) {
+      // [kv*hd, D] -> each kv head repeated `group` times, in the order GQA maps query heads.
+      w = w.view({gqa.num_key_value_heads, 1, hd, -1}).expand({gqa.num_key_value_heads, group, hd, w.size(1)}).reshape({-1, w.size(1)});
+    }
+  }
+  auto w1 = Weights::from_tensors(t), w2 = Weights::from_tensors(t2);
+  LlamaModel a(gqa, LlamaModel::load(gqa, *w1, at::kDouble)), b(mha, LlamaModel::load(mha, *w2, at::kDouble));
+  DenseKvCache ca(a.n_layers()), cb(b.n_layers());
+  std::vector<int> ids = {1, 2, 3, 50, 70, 90};
+  EXPECT_TRUE(at::allclose(run(a, ca, ids, range(0, 6), true), run(b, cb, ids, range(0, 6), true), 1e-10, 1e-10));
+}
+
+// The invariant pruners rely on: removing cache entries leaves every kept entry exactly as it
+// was (keys keep their RoPE rotation at the original position), and a new token continues at
+// the original next position. A fresh prefill of the kept tokens at their original positions
+// must then give the same logits wherever no kept token's cached state depended on a dropped
+// one: in a one-layer model for any dropped set, and in a deep model for dropped tokens that
+// come after every kept one. (Deeper layers of a kept token that attended to a dropped token
+// cannot be reproduced without it; docs/model.md.)
+void expect_eviction_matches_fresh_prefill(int n_layers, const std::vector<int64_t>& drop) {
+  TextConfig c = small_text();
+  c.num_hidden_layers = n_layers;
+  LlamaModel m = make_llama(c, 21);
+  std::vector<int> ids = {1, 8, 13, 21, 34, 55, 89, 44, 71, 3};
+  DenseKvCache cache(m.n_layers());
+  run(m, cache, ids, range(0, 10));
+  for (int l = 0; l < m.n_layers(); ++l) cache.remove(l, drop);
+  EXPECT_EQ(cache.length(0), 10 - static_cast<int64_t>(drop.size()));
+  at::Tensor after = run(m, cache, {42}, {10});
+
+  std::vector<int> kept_ids;
+  std::vector<int64_t> kept_pos;
+  for (int64_t i = 0; i < 10; ++i) {
+    if (std::find(drop.begin(), drop.end(), i) == drop.end()) {
+      kept_ids.push_back(ids[static_cast<size_t>(i)]);
+      kept_pos.push_back(i);
+    }
+  }
+  kept_ids.push_back(42);
+  kept_pos.push_back(10);
+  DenseKvCache fresh(m.n_layers());
+  at::Tensor ref = run(m, fresh, kept_ids, kept_pos);
+  EXPECT_TRUE(at::allclose(after, ref, 1e-9, 1e-9)) << (after - ref).abs().max().item<double>();
+  // Compacted positions (0..n-1) would be a different computation: the test can tell.
+  std::vector<int64_t> compact = range(0, static_cast<int64_t>(kept_ids.size()));
+  DenseKvCache wrong(m.n_layers());
+  EXPECT_FALSE(at::allclose(after, run(m, wrong, kept_ids, compact), 1e-6, 1e-6));
+}
+
+TEST(Llama, EvictedCacheEqualsAFreshPrefillOfTheKeptTokensOneLayer) {
+  expect_eviction_matches_fresh_prefill(1, {2, 3, 6});
+}
+
+TEST(Llama, EvictedCacheEqualsAFreshPrefillOfTheKeptTokensTrailingDrops) {
+  expect_eviction_matches_fresh_prefill(4, {7, 8, 9});
+}
+
+TEST(Llama, EvictionInUpperLayersOnlyEqualsPerLayerReference) {
+  // Layers below L keep everything; layers >= L drop entries: a decode step must equal the same
+  // computation done with caches built that way from scratch (kv lengths differ per layer).
+  TextConfig c = small_text();
+  LlamaModel m = make_llama(c, 23);
+  std::vector<int> ids = {1, 5, 9, 14, 20, 27, 35};
+  DenseKvCache cache(m.n_layers());
+  run(m, cache, ids, range(0, 7));
+  for (int l = 2; l < m.n_layers(); ++l) cache.remove(l, {1, 4});
+  at::Tensor a = run(m, cache, {11}, {7});
+  EXPECT_EQ(cache.length(0), 8);
+  EXPECT_EQ(cache.length(3), 6);
+  DenseKvCache again(m.n_layers());
+  run(m, again, ids, range(0, 7));
+  for (int l = 2; l < m.n_layers(); ++l) again.remove(l, {4, 1});  // order of indices does not matter
+  EXPECT_TRUE(at::allclose(a, run(m, again, {11}, {7}), 0, 0));
+  EXPECT_THROW(again.remove(0, {99}), std::exception);
+}
+
+TEST(KvCache, BytesTrackLiveEntries) {
+  DenseKvCache cache(2);
+  at::Tensor k = at::zeros({2, 5, 8}), v = at::zeros({2, 5, 8});
+  cache.append(0, k, v);
+  cache.append(1, k, v);
+  EXPECT_EQ(cache.bytes(), 2 * 2 * 2 * 5 * 8 * 4);
+  cache.remove(1, {0, 1});
+  EXPECT_EQ(cache.bytes(), (2 * 2 * 5 * 8 + 2 * 2 * 3 * 8) * 4);
+  EXPECT_EQ(cache.peak_bytes(), 2 * 2 * 2 * 5 * 8 * 4);
+  for (int i = 0; i < 100; ++i) cache.append(0, at::ones({2, 1, 8}), at::ones({2, 1, 8}));
+  EXPECT_EQ(cache.length(0), 105);
+  EXPECT_EQ(cache.keys(0).narrow(1, 5, 100).sum().item<float>(), 2 * 100 * 8);
+}
+
+TEST(Generate, GreedyStopsAtEosAndStreamsEveryToken) {
+  TextConfig c = small_text();
+  LlamaModel m = make_llama(c, 31);
+  DenseKvCache cache(m.n_layers());
+  at::Tensor logits = run(m, cache, {1, 2, 3}, range(0, 3));
+  GenerationOptions o;
+  o.max_new_tokens = 12;
+  std::vector<int> streamed;
+  GenerationResult r = generate(m, cache, logits, 3, o, [&](int id) {
+    streamed.push_back(id);
+    return true;
+  });
+  EXPECT_EQ(r.ids.size(), 12u);
+  EXPECT_EQ(streamed, r.ids);
+  // Stopping at EOS: make the 4th greedy token the stop id.
+  DenseKvCache c2(m.n_layers());
+  at::Tensor l2 = run(m, c2, {1, 2, 3}, range(0, 3));
+  GenerationOptions stop = o;
+  stop.stop_ids = {r.ids[3]};
+  GenerationResult r2 = generate(m, c2, l2, 3, stop, nullptr);
+  EXPECT_TRUE(r2.stopped_by_eos);
+  EXPECT_EQ(r2.ids, std::vector<int>(r.ids.begin(), r.ids.begin() + 3));
+}
+
+TEST(Generate, SamplingIsDeterministicForASeedAndTopPRestricts) {
+  at::Tensor logits = at::tensor({2.0f, 1.0f, 0.5f, -1.0f, 3.0f});
+  GenerationOptions o;
+  o.temperature = 1.0;
+  o.seed = 7;
+  std::vector<int> a, b;
+  at::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(7), g2 = at::make_generator<at::CPUGeneratorImpl>(7);
+  for (int i = 0; i < 50; ++i) {
+    a.push_back(pick_token(logits, o, g1));
+    b.push_back(pick_token(logits, o, g2));
+  }
+  EXPECT_EQ(a, b);
+  EXPECT_GT(std::set<int>(a.begin(), a.end()).size(), 1u);
+  o.top_p = 0.5;  // softmax mass of token 4 alone is ~0.6: only it may be drawn
+  for (int i = 0; i < 30; ++i) EXPECT_EQ(pick_token(logits, o, g1), 4);
+  o.temperature = 0;
+  EXPECT_EQ(pick_token(logits, o, g1), 4);
+}
+
+}  // namespace
+}  // namespace mustdrop::model

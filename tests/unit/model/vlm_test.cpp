@@ -1,0 +1,320 @@
+// The vision tower and the whole model: CLS attention against a hand computation, hooks and
+// proportional attention, the on-disk roundtrip, prompts, and malformed checkpoints.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "model/kv_cache.h"
+#include "model/presets.h"
+#include "model/tiny_model.h"
+#include "model/vlm.h"
+#include "support/test_support.h"
+
+namespace mustdrop::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Tower {
+  VisionConfig config;
+  std::map<std::string, at::Tensor> tensors;
+  std::unique_ptr<ClipVision> clip;
+};
+
+Tower small_tower(int image_size = 56) {
+  Tower t;
+  t.config = preset_config("tiny-llava").vision;
+  t.config.image_size = image_size;
+  ClipVision::random_tensors(t.config, "v.", 3, t.tensors);
+  auto w = Weights::from_tensors(t.tensors);
+  t.clip = std::make_unique<ClipVision>(t.config, ClipVision::load(t.config, "v.", *w, at::kDouble));
+  return t;
+}
+
+TEST(ClipVision, ClsAttentionEqualsAHandComputation) {
+  Tower t = small_tower();
+  at::Tensor pixels = at::randn({2, 3, 56, 56}, at::kDouble);
+  VisionRequest req;
+  req.output_layer = 0;
+  req.cls_attention_layers = {0, 1};  // layer 1 lies past the output layer: the CLS-only path
+  VisionResult r = t.clip->forward(pixels, req);
+  ASSERT_EQ(r.tokens.hidden.size(1), 17);  // CLS + 4x4 patches
+  auto g = [&](const std::string& n) { return t.tensors.at("v." + n).to(at::kDouble); };
+  // Embeddings by hand.
+  at::Tensor patches = at::conv2d(pixels, g("embeddings.patch_embedding.weight"), {}, 14).flatten(2).transpose(1, 2);
+  at::Tensor x = at::cat({g("embeddings.class_embedding").view({1, 1, -1}).expand({2, 1, 32}), patches}, 1) +
+                 g("embeddings.position_embedding.weight");
+  x = at::layer_norm(x, {32}, g("pre_layrnorm.weight"), g("pre_layrnorm.bias"), 1e-5);
+  auto cls_row = [&](const at::Tensor& in, int layer) {
+    std::string p = "encoder.layers." + std::to_string(layer) + ".";
+    at::Tensor h = at::layer_norm(in, {32}, g(p + "layer_norm1.weight"), g(p + "layer_norm1.bias"), 1e-5);
+    at::Tensor q = at::linear(h, g(p + "self_attn.q_proj.weight"), g(p + "self_attn.q_proj.bias"));
+    at::Tensor k = at::linear(h, g(p + "self_attn.k_proj.weight"), g(p + "self_attn.k_proj.bias"));
+    at::Tensor out = at::zeros({2, 16}, at::kDouble);
+    for (int b = 0; b < 2; ++b) {
+      for (int head = 0; head < 2; ++head) {
+        at::Tensor qh = q[b][0].narrow(0, head * 16, 16), kh = k[b].narrow(1, head * 16, 16);
+        at::Tensor p_ = at::softmax(at::mv(kh, qh) / 4.0, 0);
+        out[b] += p_.narrow(0, 1, 16) / 2;
+      }
+    }
+    return out;
+  };
+  EXPECT_TRUE(at::allclose(r.cls_attention.at(0).to(at::kDouble), cls_row(x, 0), 1e-5, 1e-7));
+  EXPECT_TRUE(at::allclose(r.cls_attention.at(1).to(at::kDouble), cls_row(r.tokens.hidden, 1), 1e-5, 1e-7));
+  EXPECT_EQ(r.tokens_per_layer, (std::vector<int64_t>{17, 17}));
+}
+
+// Copies token `src` over token `dst` after layer 0, and optionally merges them (drops dst,
+// size 2 on src).
+class DuplicateHook : public VisionHook {
+ public:
+  DuplicateHook(int src, int dst, bool merge) : src_(src), dst_(dst), merge_(merge) {}
+  void after_layer(int layer, VisionTokens& t) override {
+    if (layer != 0) return;
+    t.hidden = t.hidden.clone();
+    t.hidden.select(1, dst_).copy_(t.hidden.select(1, src_));
+    if (!merge_) return;
+    std::vector<int64_t> keep;
+    for (int64_t i = 0; i < t.hidden.size(1); ++i) {
+      if (i != dst_) keep.push_back(i);
+    }
+    at::Tensor idx = at::tensor(keep, at::kLong);
+    t.size = t.size.clone();
+    t.size.select(1, src_).fill_(2.0);
+    t.hidden = t.hidden.index_select(1, idx);
+    t.size = t.size.index_select(1, idx);
+    t.patch_index = t.patch_index.index_select(1, idx);
+  }
+
+ private:
+  int src_, dst_;
+  bool merge_;
+};
+
+TEST(ClipVision, ProportionalAttentionMakesAMergedPairCountTwice) {
+  Tower t = small_tower();
+  at::Tensor pixels = at::randn({1, 3, 56, 56}, at::kDouble);
+  DuplicateHook dup(5, 9, false), merged(5, 9, true);
+  VisionRequest req;
+  req.output_layer = 2;
+  req.proportional_attention = true;
+  req.hook = &dup;
+  VisionResult a = t.clip->forward(pixels, req);
+  req.hook = &merged;
+  VisionResult b = t.clip->forward(pixels, req);
+  ASSERT_EQ(b.tokens.hidden.size(1), 16);
+  EXPECT_EQ(b.tokens_per_layer, (std::vector<int64_t>{17, 16, 16}));
+  // Every surviving token sees exactly what it saw next to the duplicate.
+  at::Tensor a_kept = at::cat({a.tokens.hidden.narrow(1, 0, 9), a.tokens.hidden.narrow(1, 10, 7)}, 1);
+  EXPECT_TRUE(at::allclose(a_kept, b.tokens.hidden, 1e-9, 1e-9));
+  EXPECT_EQ(b.tokens.patch_index[0][9].item<int64_t>(), 9);  // slot 9 now holds token 10, i.e. patch 9
+  // Without proportional attention the merged token counts once: the results differ.
+  req.proportional_attention = false;
+  VisionResult c = t.clip->forward(pixels, req);
+  EXPECT_FALSE(at::allclose(a_kept, c.tokens.hidden, 1e-6, 1e-6));
+}
+
+TEST(ClipVision, PositionEmbeddingsInterpolateForOtherSizes) {
+  Tower t = small_tower(56);
+  VisionRequest req;
+  req.output_layer = 1;
+  VisionResult r = t.clip->forward(at::randn({1, 3, 84, 84}, at::kDouble), req);
+  EXPECT_EQ(r.tokens.hidden.size(1), 1 + 6 * 6);
+  EXPECT_FALSE(at::isnan(r.tokens.hidden).any().item<bool>());
+}
+
+// A tiny model directory, written once per test process.
+const std::string& tiny_dir(const std::string& preset = "tiny-llava") {
+  static std::map<std::string, std::string> made;
+  auto it = made.find(preset);
+  if (it != made.end()) return it->second;
+  std::string dir = test::temp_dir() + "/" + preset;
+  TinyModelOptions o;
+  o.preset = preset;
+  o.seed = 77;
+  write_tiny_model(dir, o);
+  return made[preset] = dir;
+}
+
+// Logits of the prompt's last token; the prompt's token ids come from `ids_from` (default: m).
+at::Tensor prompt_logits(const VisionLanguageModel& m, const at::Tensor& pixels, const std::string& question,
+                         const VisionLanguageModel* ids_from = nullptr) {
+  VisionRequest req;
+  req.output_layer = m.feature_layer();
+  VisionResult v = m.frame_tower().forward(pixels, req);
+  at::Tensor feats = m.select_features(v.tokens);
+  at::Tensor vision = m.project(feats.reshape({-1, feats.size(-1)}));
+  PromptLayout layout = (ids_from ? *ids_from : m).build_prompt(question, vision.size(0));
+  DenseKvCache cache(m.llm().n_layers());
+  LlmForward f;
+  f.hidden = m.embed_prompt(layout, vision);
+  f.positions = at::arange(static_cast<int64_t>(layout.ids.size()), at::TensorOptions().dtype(at::kLong));
+  f.cache = &cache;
+  return m.llm().forward(f).logits;
+}
+
+TEST(Model, SaveLoadRoundtripGivesIdenticalLogits) {
+  auto loaded = VisionLanguageModel::load(tiny_dir());
+  ModelConfig c = preset_config("tiny-llava");
+  auto direct = VisionLanguageModel::random(loaded->config(), 77);
+  at::Tensor pixels = at::randn({1, 3, 336, 336});
+  at::Tensor a = prompt_logits(*loaded, pixels, "What is in the picture?");
+  at::Tensor b = prompt_logits(*direct, pixels, "What is in the picture?", loaded.get());  // no tokenizer of its own
+  EXPECT_TRUE(at::equal(a, b)) << (a - b).abs().max().item<float>();
+  EXPECT_EQ(loaded->tokens_per_frame(), 576);
+  EXPECT_FALSE(loaded->keeps_cls());
+  EXPECT_EQ(loaded->feature_layer(), c.vision.num_hidden_layers - 2);
+}
+
+TEST(Model, ShardedNewPrefixF16CheckpointLoads) {
+  std::string dir = test::temp_dir() + "/sharded";
+  TinyModelOptions o;
+  o.seed = 77;
+  o.shards = 3;
+  o.new_prefixes = true;
+  o.dtype = "f16";
+  write_tiny_model(dir, o);
+  EXPECT_TRUE(fs::exists(dir + "/model.safetensors.index.json"));
+  EXPECT_TRUE(fs::exists(dir + "/model-00002-of-00003.safetensors"));
+  auto m = VisionLanguageModel::load(dir);
+  auto ref = VisionLanguageModel::load(tiny_dir());
+  at::Tensor pixels = at::randn({1, 3, 336, 336});
+  at::Tensor a = prompt_logits(*m, pixels, "count the cars"), b = prompt_logits(*ref, pixels, "count the cars");
+  EXPECT_TRUE(at::allclose(a, b, 1e-2, 1e-2)) << (a - b).abs().max().item<float>();  // f16 weights
+}
+
+TEST(Model, VideoLlavaKeepsClsPerFrameAndUsesTheVideoPrompt) {
+  auto m = VisionLanguageModel::load(tiny_dir("tiny-video-llava"));
+  EXPECT_TRUE(m->config().is_video_llava());
+  EXPECT_TRUE(m->keeps_cls());
+  EXPECT_EQ(m->tokens_per_frame(), 257);
+  PromptLayout p = m->build_prompt("what happens? <video>", 8 * 257);
+  EXPECT_EQ(p.n_vision, 2056);
+  int64_t n_video = std::count(p.ids.begin(), p.ids.end(), m->config().video_token_index);
+  EXPECT_EQ(n_video, 2056);  // the <video> typed in the question was removed
+  EXPECT_EQ(p.ids[0], m->tokenizer()->bos_id());
+  for (int64_t i = p.vision_begin; i < p.text_begin(); ++i) ASSERT_EQ(p.ids[static_cast<size_t>(i)], m->config().video_token_index);
+  at::Tensor logits = prompt_logits(*m, at::randn({8, 3, 224, 224}), "what happens?");
+  EXPECT_EQ(logits.size(1), m->config().text.vocab_size);
+}
+
+TEST(Model, LlavaPromptLayoutFollowsTheChatTemplate) {
+  auto m = VisionLanguageModel::load(tiny_dir());
+  PromptLayout p = m->build_prompt("What colour is the car?", 576);
+  const Tokenizer& tok = *m->tokenizer();
+  std::vector<int> before = tok.encode("USER: ", true);
+  EXPECT_EQ(std::vector<int>(p.ids.begin(), p.ids.begin() + p.vision_begin), before);
+  std::vector<int> after = tok.encode("USER: <image>\nWhat colour is the car? ASSISTANT:", true);
+  after.erase(after.begin(), after.begin() + static_cast<int64_t>(before.size()) + 1);
+  EXPECT_EQ(std::vector<int>(p.ids.begin() + p.text_begin(), p.ids.end()), after);
+}
+
+// Malformed checkpoints: each a ModelError naming the file at fault.
+class BrokenCheckpoint : public ::testing::Test {
+ protected:
+  std::string copy(const std::string& name) {
+    std::string dir = test::temp_dir() + "/broken_" + name;
+    fs::remove_all(dir);
+    fs::copy(tiny_dir(), dir, fs::copy_options::recursive);
+    return dir;
+  }
+  void expect_model_error(const std::string& dir, const std::string& must_name, const std::string& phrase) {
+    try {
+      VisionLanguageModel::load(dir);
+      ADD_FAILURE() << "loaded a broken checkpoint: " << dir;
+    } catch (const ModelError& e) {
+      std::string msg = e.what();
+      EXPECT_NE(msg.find(must_name), std::string::npos) << msg;
+      EXPECT_NE(msg.find(phrase), std::string::npos) << msg;
+    }
+  }
+  void rewrite_weights(const std::string& dir, const std::function<void(std::vector<TensorData>&)>& edit) {
+    std::vector<TensorData> tensors;
+    {
+      SafetensorsFile f(dir + "/model.safetensors");
+      for (const TensorView& t : f.tensors()) {
+        tensors.push_back(TensorData{t.name, t.dtype, t.shape, std::vector<uint8_t>(t.data, t.data + t.n_bytes)});
+      }
+    }
+    edit(tensors);
+    write_safetensors(dir + "/model.safetensors", tensors);
+  }
+};
+
+TEST_F(BrokenCheckpoint, MissingConfig) {
+  std::string dir = copy("noconfig");
+  fs::remove(dir + "/config.json");
+  expect_model_error(dir, dir + "/config.json", "");
+}
+
+TEST_F(BrokenCheckpoint, ConfigWithoutTextConfig) {
+  std::string dir = copy("notext");
+  std::ofstream(dir + "/config.json") << R"({"architectures": ["LlavaForConditionalGeneration"], "vision_config": {}})";
+  expect_model_error(dir, dir + "/config.json", "text_config");
+}
+
+TEST_F(BrokenCheckpoint, MissingTokenizer) {
+  std::string dir = copy("notok");
+  fs::remove(dir + "/tokenizer.model");
+  expect_model_error(dir, "tokenizer.model", "");
+}
+
+TEST_F(BrokenCheckpoint, TruncatedSafetensors) {
+  std::string dir = copy("trunc");
+  fs::resize_file(dir + "/model.safetensors", fs::file_size(dir + "/model.safetensors") / 2);
+  expect_model_error(dir, dir + "/model.safetensors", "");
+}
+
+TEST_F(BrokenCheckpoint, MissingUnexpectedAndWrongShapedTensorsListedTogether) {
+  std::string dir = copy("names");
+  rewrite_weights(dir, [](std::vector<TensorData>& t) {
+    t.erase(std::remove_if(t.begin(), t.end(), [](const TensorData& d) { return d.name == "language_model.model.norm.weight"; }),
+            t.end());
+    t.push_back(TensorData{"language_model.model.extra.weight", DType::kF32, {2}, std::vector<uint8_t>(8, 0)});
+    for (auto& d : t) {
+      if (d.name == "multi_modal_projector.linear_2.bias") {
+        d.shape = {d.shape[0] / 2, 2};
+      }
+    }
+  });
+  try {
+    VisionLanguageModel::load(dir);
+    FAIL() << "loaded";
+  } catch (const ModelError& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find(dir), std::string::npos) << msg;
+    EXPECT_NE(msg.find("1 missing"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("language_model.model.norm.weight"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("1 unexpected"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("language_model.model.extra.weight"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("wrong shape"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("multi_modal_projector.linear_2.bias"), std::string::npos) << msg;
+  }
+}
+
+TEST_F(BrokenCheckpoint, IndexNamesAMissingShard) {
+  std::string dir = copy("shard");
+  fs::remove(dir + "/model.safetensors");
+  std::ofstream(dir + "/model.safetensors.index.json")
+      << R"({"metadata": {}, "weight_map": {"language_model.model.norm.weight": "model-00001-of-00002.safetensors"}})";
+  expect_model_error(dir, "model.safetensors.index.json", "model-00001-of-00002.safetensors");
+}
+
+TEST_F(BrokenCheckpoint, IntegerDtypeWeights) {
+  std::string dir = copy("dtype");
+  rewrite_weights(dir, [](std::vector<TensorData>& t) {
+    for (auto& d : t) {
+      if (d.name == "language_model.model.norm.weight") d.dtype = DType::kI32;
+    }
+  });
+  expect_model_error(dir, dir + "/model.safetensors", "I32");
+}
+
+}  // namespace
+}  // namespace mustdrop::model
