@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "core/sysinfo.h"
 #include "model/generate.h"
 #include "model/presets.h"
 #include "model/vlm.h"
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    tune_allocator();
     at::set_num_threads(threads);
     c10::InferenceMode guard;
     auto t0 = Clock::now();

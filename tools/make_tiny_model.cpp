@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   cli.add_option("--shards", o.shards, "number of safetensors shards (> 1 writes an index)");
   cli.add_option("--dtype", o.dtype, "f32 | f16 | bf16 on disk")->check(CLI::IsMember({"f32", "f16", "bf16"}));
   cli.add_flag("--new-prefixes", o.new_prefixes, "write model.language_model.* names (newer transformers)");
+  cli.add_flag("--overwrite", o.overwrite, "replace an earlier tiny model in DIR");
   cli.add_option("--corpus", o.corpus, "tokenizer training text (default: tools/data/tiny_corpus.txt)");
   try {
     cli.parse(argc, argv);

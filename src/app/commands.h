@@ -22,6 +22,21 @@ struct ProbeArgs {
 // `mustdrop probe`: stream facts and sampled timestamps; --dump writes preprocessed PNGs.
 int run_probe(const ProbeArgs& args, config::Config config);
 
+struct RunArgs {
+  std::string video;
+  std::string model_dir;               // "" = $MUSTDROP_MODEL, then model.dir from config
+  std::vector<std::string> questions;  // at least one
+  std::string pipeline;                // pipelines/<name>.yaml; "" = none
+  int frames = -1;                     // -1 = from config
+  int max_new_tokens = -1;
+  double temperature = -1;
+  int seed = -1;
+  std::string json_path;               // "" = no report
+};
+
+// `mustdrop run`: encode the video once, answer every question with streamed tokens.
+int run_run(const RunArgs& args, config::Config config);
+
 struct BenchIngestArgs {
   std::string input;      // "" = generate a 1080p30 H.264 clip
   double seconds = 20.0;  // length of the generated clip

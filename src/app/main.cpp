@@ -9,6 +9,7 @@
 #include "app/exit_codes.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/sysinfo.h"
 
 namespace mustdrop::app {
 
@@ -54,6 +55,20 @@ int run(int argc, char** argv) {
   probe_cmd->add_flag("--json", probe.json, "print one JSON object instead of text");
   probe_cmd->add_option("--dump", probe.dump_dir, "write each sampled frame, preprocessed, as DIR/frame_NNNN.png");
 
+  RunArgs run;
+  CLI::App* run_cmd = cli.add_subcommand("run", "answer questions about a video, streaming the answers to stdout");
+  run_cmd->add_option("video", run.video, "video file, image directory, http(s):// or rtsp:// URL")->required();
+  run_cmd->add_option("--model", run.model_dir, "Hugging Face model directory (default: $MUSTDROP_MODEL, then model.dir)");
+  run_cmd->add_option("--question,-q", run.questions, "a question (repeatable; the video is encoded once)")->required();
+  run_cmd->add_option("--pipeline", run.pipeline, "token-dropping pipeline YAML (default: none)");
+  run_cmd->add_option("--frames", run.frames, "frames to sample (default: video.sampler.frames)")->check(CLI::Range(1, 100000));
+  run_cmd->add_option("--max-new-tokens", run.max_new_tokens, "answer length limit (default: generation.max_new_tokens)")
+      ->check(CLI::Range(1, 100000));
+  run_cmd->add_option("--temperature", run.temperature, "0 = greedy (default: generation.temperature)")
+      ->check(CLI::Range(0.0, 100.0));
+  run_cmd->add_option("--seed", run.seed, "sampling seed (default: generation.seed)")->check(CLI::Range(0, 2147483647));
+  run_cmd->add_option("--json", run.json_path, "write a JSON report (tokens, FLOPs, timings, memory) to this path");
+
   CLI::App* bench_cmd = cli.add_subcommand("bench", "benchmarks");
   bench_cmd->require_subcommand(1);
   BenchIngestArgs ingest;
@@ -76,6 +91,7 @@ int run(int argc, char** argv) {
   log::set_level(log::parse_level(log_level.empty() ? config.log_level : log_level));
 
   if (*probe_cmd) return run_probe(probe, config);
+  if (*run_cmd) return run_run(run, config);
   if (*ingest_cmd) return run_bench_ingest(ingest, config);
   if (*config_cmd) {
     std::cout << config::to_yaml(config);
@@ -89,6 +105,7 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   using namespace mustdrop;
+  tune_allocator();
   try {
     return app::run(argc, argv);
   } catch (const Error& e) {

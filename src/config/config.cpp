@@ -547,20 +547,11 @@ struct PathLister {
 
 }  // namespace
 
-Config load(const std::string& path, const std::vector<std::string>& overrides) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw ConfigError(path + ": config file not found");
-  if (std::filesystem::is_directory(path, ec)) throw ConfigError(path + ": is a directory, not a config file");
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  if (in) text << in.rdbuf();
-  if (!in || in.bad()) throw ConfigError(path + ": cannot read config file");
-  Config config = load_string(text.str(), path, overrides);
-  MD_LOG_DEBUG("config", "loaded " << path << " with " << overrides.size() << " override(s)");
-  return config;
-}
+namespace {
 
-Config load_string(const std::string& yaml, const std::string& origin, const std::vector<std::string>& overrides) {
+// Decodes one YAML document of `yaml` into a default T (strictly).
+template <class T>
+T decode_document(const std::string& yaml, const std::string& origin) {
   Origin where{origin, true};
   std::vector<YAML::Node> docs;
   try {
@@ -569,9 +560,39 @@ Config load_string(const std::string& yaml, const std::string& origin, const std
     fail(where, e.mark, e.msg);
   }
   if (docs.size() > 1) fail(where, docs[1].Mark(), "expected one YAML document, found " + std::to_string(docs.size()));
-  Config config;
-  if (!docs.empty()) decode_section(config, docs[0], "", where);
-  return finish(std::move(config), overrides);
+  T value;
+  if (!docs.empty()) decode_section(value, docs[0], "", where);
+  return value;
+}
+
+std::string read_config_file(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw ConfigError(path + ": config file not found");
+  if (std::filesystem::is_directory(path, ec)) throw ConfigError(path + ": is a directory, not a config file");
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  if (in) text << in.rdbuf();
+  if (!in || in.bad()) throw ConfigError(path + ": cannot read config file");
+  return text.str();
+}
+
+}  // namespace
+
+Config load_string(const std::string& yaml, const std::string& origin, const std::vector<std::string>& overrides) {
+  return finish(decode_document<Config>(yaml, origin), overrides);
+}
+
+PipelineConfig load_pipeline(const std::string& path) {
+  PipelineConfig p = decode_document<PipelineConfig>(read_config_file(path), path);
+  Validator validator;
+  p.visit(validator);
+  return p;
+}
+
+Config load(const std::string& path, const std::vector<std::string>& overrides) {
+  Config config = load_string(read_config_file(path), path, overrides);
+  MD_LOG_DEBUG("config", "loaded " << path << " with " << overrides.size() << " override(s)");
+  return config;
 }
 
 Config defaults_with(const std::vector<std::string>& overrides) { return finish(Config{}, overrides); }

@@ -118,17 +118,80 @@ struct VideoConfig {
   }
 };
 
+// Which model answers, and how it computes.
+struct ModelSettings {
+  std::string dir;            // Hugging Face model directory ("" = --model or $MUSTDROP_MODEL)
+  std::string dtype = "f32";  // compute dtype: f32 | bf16 (CPU)
+
+  template <class V>
+  void visit(V& v) {
+    v("dir", dir, any());
+    v("dtype", dtype, one_of({"f32", "bf16"}));
+  }
+};
+
+// How answers are generated.
+struct GenerationConfig {
+  int max_new_tokens = 64;  // stop after this many tokens
+  double temperature = 0.0; // 0 = greedy; > 0 samples
+  double top_p = 1.0;       // nucleus sampling mass (with temperature > 0)
+  int seed = 0;             // sampling seed
+
+  template <class V>
+  void visit(V& v) {
+    v("max_new_tokens", max_new_tokens, range(1, 100000));
+    v("temperature", temperature, range(0, 100));
+    v("top_p", top_p, range(1e-6, 1));
+    v("seed", seed, range(0, 2147483647));
+  }
+};
+
+// The thread budget, split so oneTBB workers and LibTorch's intra-op threads never oversubscribe.
+struct ThreadsConfig {
+  int total = 0;             // cores to use; 0 = all hardware threads
+  int torch_intra_op = 0;    // LibTorch threads per model node; 0 = total (model nodes run one at a time)
+  int frames_in_flight = 4;  // frames decoded but not yet encoded (limiter)
+
+  template <class V>
+  void visit(V& v) {
+    v("total", total, range(0, 4096));
+    v("torch_intra_op", torch_intra_op, range(0, 4096));
+    v("frames_in_flight", frames_in_flight, range(1, 4096));
+  }
+};
+
 // The whole configuration (configs/default.yaml documents every key).
 struct Config {
   std::string log_level = "info";  // trace | debug | info | warn | error | off
   VideoConfig video;
+  ModelSettings model;
+  GenerationConfig generation;
+  ThreadsConfig threads;
 
   template <class V>
   void visit(V& v) {
     v("log_level", log_level, one_of({"trace", "debug", "info", "warn", "error", "off"}));
     v("video", video);
+    v("model", model);
+    v("generation", generation);
+    v("threads", threads);
   }
 };
+
+// A token-dropping pipeline (pipelines/<name>.yaml).
+struct PipelineConfig {
+  std::string name = "none";  // shown in reports
+  std::string description;    // one line for people
+
+  template <class V>
+  void visit(V& v) {
+    v("name", name, any());
+    v("description", description, any());
+  }
+};
+
+// Reads a pipeline YAML strictly (unknown keys, wrong types: ConfigError with file:line:col).
+PipelineConfig load_pipeline(const std::string& path);
 
 // Reads `path` over the defaults, then applies `overrides` ("a.b=value", YAML-typed values).
 // Throws ConfigError quoting file:line:col and the key path for unknown keys, wrong types

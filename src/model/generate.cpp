@@ -10,6 +10,7 @@ namespace mustdrop::model {
 
 int pick_token(const at::Tensor& logits_in, const GenerationOptions& o, at::Generator& gen) {
   at::Tensor logits = logits_in.reshape({-1}).to(at::kFloat);
+  if (o.vocab_limit > 0 && o.vocab_limit < logits.size(0)) logits = logits.narrow(0, 0, o.vocab_limit);
   if (o.temperature <= 0) return static_cast<int>(logits.argmax().item<int64_t>());
   at::Tensor probs = at::softmax(logits / o.temperature, -1);
   if (o.top_p < 1.0) {

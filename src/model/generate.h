@@ -20,6 +20,8 @@ struct GenerationOptions {
   double top_p = 1.0;        // nucleus: sample among the smallest set of tokens whose mass reaches top_p
   uint64_t seed = 0;         // sampling seed (same seed, same tokens)
   std::vector<int> stop_ids; // end of sequence ids (usually EOS)
+  int vocab_limit = 0;       // > 0: only ids below this may be picked (the tokenizer's vocabulary;
+                             // checkpoints pad their embedding table past it)
 };
 
 // Called with each new token id; return false to stop early.

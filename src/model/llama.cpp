@@ -147,18 +147,32 @@ at::Tensor LlamaModel::attention(int layer, const at::Tensor& x, const at::Tenso
     keys = keys.unsqueeze(1).expand({kv_heads, group, s, hd}).reshape({heads, s, hd});
     values = values.unsqueeze(1).expand({kv_heads, group, s, hd}).reshape({heads, s, hd});
   }
-  // Scores in at least float32: [heads, n, S]; query i (cache index past+i) sees keys 0..past+i.
+  // Scores in at least float32, computed for blocks of query rows so the [heads, rows, S]
+  // matrix stays small for long prompts. Query i (cache index past+i) sees keys 0..past+i.
   at::ScalarType acc = accumulate_type(q.scalar_type());
-  at::Tensor scores = at::bmm(q.to(acc), keys.to(acc).transpose(1, 2)) / std::sqrt(static_cast<double>(hd));
-  if (n > 1) {
-    at::Tensor mask = at::ones({n, s}, at::TensorOptions().dtype(at::kBool)).triu(past + 1);
-    scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
+  at::Tensor kt = keys.to(acc).transpose(1, 2);
+  at::Tensor vals = values.to(acc);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const int64_t block = 256;
+  std::vector<at::Tensor> outs;
+  std::vector<at::Tensor> row_probs(rows.size());
+  for (int64_t r0 = 0; r0 < n; r0 += block) {
+    int64_t nr = std::min(block, n - r0);
+    at::Tensor scores = at::bmm(q.narrow(1, r0, nr).to(acc), kt).mul_(scale);  // [heads, nr, S]
+    // Causal: row r0+i may see keys up to past+r0+i; later keys are masked.
+    int64_t first_masked = past + r0 + 1;
+    if (first_masked < s) {
+      at::Tensor mask = at::ones({nr, s}, at::TensorOptions().dtype(at::kBool)).triu(first_masked);
+      scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
+    }
+    at::Tensor probs = at::softmax(scores, -1);
+    for (size_t k = 0; k < rows.size(); ++k) {
+      if (rows[k] >= r0 && rows[k] < r0 + nr) row_probs[k] = probs.select(1, rows[k] - r0).mean(0);
+    }
+    outs.push_back(at::bmm(probs, vals));  // [heads, nr, hd]
   }
-  at::Tensor probs = at::softmax(scores, -1);
-  if (probs_out && !rows.empty()) {
-    *probs_out = probs.index_select(1, at::tensor(rows, at::kLong)).mean(0).to(at::kFloat);
-  }
-  at::Tensor out = at::bmm(probs.to(values.scalar_type()), values);  // [heads, n, hd]
+  if (probs_out && !rows.empty()) *probs_out = at::stack(row_probs, 0).to(at::kFloat);
+  at::Tensor out = (outs.size() == 1 ? outs[0] : at::cat(outs, 1)).to(x.scalar_type());
   return dense(out.transpose(0, 1).reshape({n, heads * hd}), w.o);
 }
 

@@ -50,7 +50,13 @@ std::string disk_name(const std::string& canonical, bool new_prefixes) {
 ModelConfig write_tiny_model(const std::string& dir_str, const TinyModelOptions& o) {
   fs::path dir(dir_str);
   std::error_code ec;
-  if (fs::exists(dir) && !fs::is_empty(dir, ec)) throw ModelError(dir_str + ": exists and is not empty");
+  const fs::path marker = dir / ".mustdrop-tiny-model";
+  if (fs::exists(dir) && !fs::is_empty(dir, ec)) {
+    if (!o.overwrite) throw ModelError(dir_str + ": exists and is not empty (--overwrite replaces an earlier tiny model)");
+    if (!fs::exists(marker)) throw ModelError(dir_str + ": not written by make_tiny_model; refusing to overwrite it");
+    fs::remove_all(dir, ec);
+    if (ec) throw ModelError(dir_str + ": cannot remove the earlier tiny model (" + ec.message() + ")");
+  }
   fs::create_directories(dir, ec);
   if (ec) throw ModelError(dir_str + ": cannot create (" + ec.message() + ")");
   ModelConfig c = preset_config(o.preset, o.llm_layers, o.vision_layers);
@@ -91,6 +97,7 @@ ModelConfig write_tiny_model(const std::string& dir_str, const TinyModelOptions&
                      .dump(2) + "\n");
   c.torch_dtype = o.dtype == "f16" ? "float16" : o.dtype == "bf16" ? "bfloat16" : "float32";
   write_text(dir / "config.json", model_config_to_json(c));
+  write_text(marker, "written by make_tiny_model; safe to overwrite\n");
 
   DType dtype = o.dtype == "f16" ? DType::kF16 : o.dtype == "bf16" ? DType::kBF16 : DType::kF32;
   if (o.dtype != "f32" && o.dtype != "f16" && o.dtype != "bf16") throw ConfigError("tiny model dtype must be f32, f16 or bf16");

@@ -19,9 +19,11 @@ struct TinyModelOptions {
   std::string dtype = "f32";          // f32 | f16 | bf16 on disk
   bool new_prefixes = false;          // write "model.language_model.*" names instead of "language_model.model.*"
   std::string corpus;                 // tokenizer training text ("" = the bundled tools/data/tiny_corpus.txt)
+  bool overwrite = false;             // replace a directory this function wrote before (it leaves a marker)
 };
 
-// Creates `dir` (which must be empty or absent) and writes the model; trains the tokenizer with
+// Creates `dir` (which must be empty or absent, or hold an earlier tiny model when
+// options.overwrite) and writes the model; trains the tokenizer with
 // the sentencepiece CLI (spm_train). Throws ModelError naming the path on failure.
 ModelConfig write_tiny_model(const std::string& dir, const TinyModelOptions& options);
 

@@ -3,12 +3,12 @@
 namespace mustdrop::video {
 
 AsyncReader::AsyncReader(std::unique_ptr<Source> source, std::unique_ptr<Sampler> sampler, size_t queue_frames)
-    : source_(std::move(source)), sampler_(std::move(sampler)), queue_(queue_frames) {
+    : source_(std::move(source)), sampler_(std::move(sampler)), queue_(queue_frames, source_->info().live) {
   thread_ = std::thread([this] { run(); });
 }
 
 AsyncReader::~AsyncReader() {
-  source_->request_stop();
+  stop();
   if (thread_.joinable()) thread_.join();
 }
 

@@ -16,6 +16,7 @@ namespace mustdrop::video {
 class AsyncReader {
  public:
   // Starts the reader thread at once; `queue_frames` bounds the frames waiting for the consumer.
+  // A live source drops the oldest waiting frame when the queue is full; a file waits.
   AsyncReader(std::unique_ptr<Source> source, std::unique_ptr<Sampler> sampler, size_t queue_frames);
   // Stops the reader (interrupting a blocking read) and joins it.
   ~AsyncReader();
@@ -28,7 +29,12 @@ class AsyncReader {
   // Frames dropped because the consumer was slower than the source.
   int64_t n_dropped() const { return queue_.n_dropped(); }
   // Stops reading (thread-safe); frames already queued can still be popped.
-  void stop() { source_->request_stop(); }
+  void stop() {
+    source_->request_stop();
+    queue_.close();
+  }
+  // Frames the sampler has taken so far.
+  int64_t n_sampled() const { return queue_.n_pushed(); }
   const Source& source() const { return *source_; }
 
  private:

@@ -1,5 +1,6 @@
-// A bounded queue that keeps the newest items: pushing into a full queue drops the oldest
-// and counts it, so a slow consumer never builds latency. Thread-safe.
+// A bounded queue. For live sources it keeps the newest items: pushing into a full queue drops
+// the oldest and counts it, so a slow consumer never builds latency. For files it blocks the
+// producer instead (nothing may be lost). Thread-safe.
 #pragma once
 
 #include <chrono>
@@ -14,12 +15,14 @@ namespace mustdrop::video {
 template <class T>
 class LatestQueue {
  public:
-  explicit LatestQueue(size_t capacity) : capacity_(capacity == 0 ? 1 : capacity) {}
+  explicit LatestQueue(size_t capacity, bool drop_oldest = true)
+      : capacity_(capacity == 0 ? 1 : capacity), drop_oldest_(drop_oldest) {}
 
-  // Adds an item, dropping the oldest when full. Ignored after close().
+  // Adds an item: when full, drops the oldest (drop_oldest) or waits for room. Ignored after close().
   void push(T item) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!drop_oldest_) room_.wait(lock, [&] { return closed_ || items_.size() < capacity_; });
       if (closed_) return;
       if (items_.size() >= capacity_) {
         items_.pop_front();
@@ -38,6 +41,8 @@ class LatestQueue {
     if (items_.empty()) return std::nullopt;
     T item = std::move(items_.front());
     items_.pop_front();
+    lock.unlock();
+    room_.notify_one();
     return item;
   }
 
@@ -48,6 +53,7 @@ class LatestQueue {
       closed_ = true;
     }
     cv_.notify_all();
+    room_.notify_all();
   }
 
   bool closed_and_empty() const {
@@ -69,8 +75,10 @@ class LatestQueue {
 
  private:
   size_t capacity_;
+  bool drop_oldest_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable room_;
   std::deque<T> items_;
   bool closed_ = false;
   int64_t n_dropped_ = 0;

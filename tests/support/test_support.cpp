@@ -21,7 +21,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-pid_t spawn(const std::vector<std::string>& argv, int* out_fd, int* err_fd) {
+pid_t spawn(const std::vector<std::string>& argv, int* out_fd, int* err_fd, bool merge_stderr = false) {
   int out_pipe[2], err_pipe[2] = {-1, -1};
   if (pipe(out_pipe) != 0) return -1;
   if (err_fd && pipe(err_pipe) != 0) return -1;
@@ -31,6 +31,7 @@ pid_t spawn(const std::vector<std::string>& argv, int* out_fd, int* err_fd) {
     int devnull = open("/dev/null", O_RDONLY);
     dup2(devnull, 0);
     dup2(out_pipe[1], 1);
+    if (merge_stderr) dup2(out_pipe[1], 2);
     if (err_fd) dup2(err_pipe[1], 2);
     close(out_pipe[0]);
     close(out_pipe[1]);
@@ -61,14 +62,14 @@ int decode_status(int status) {
 
 }  // namespace
 
-ProcResult run_process(const std::vector<std::string>& argv, double timeout_sec) {
+ProcResult run_process(const std::vector<std::string>& argv, double timeout_sec, bool merge_stderr) {
   ProcResult r;
   int out_fd = -1, err_fd = -1;
-  pid_t pid = spawn(argv, &out_fd, &err_fd);
+  pid_t pid = spawn(argv, &out_fd, merge_stderr ? nullptr : &err_fd, merge_stderr);
   if (pid < 0) return r;
   auto deadline = Clock::now() + std::chrono::duration<double>(timeout_sec);
   pollfd fds[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
-  int open_fds = 2;
+  int open_fds = err_fd >= 0 ? 2 : 1;
   char buf[65536];
   while (open_fds > 0) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
@@ -206,6 +207,9 @@ bool have_encoder(const std::string& name) {
 
 std::string source_dir() { return MUSTDROP_SOURCE_DIR; }
 std::string mustdrop_binary() { return MUSTDROP_BINARY; }
+std::string tool_binary(const std::string& name) {
+  return (std::filesystem::path(MUSTDROP_BINARY).parent_path() / name).string();
+}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -16,8 +16,9 @@ struct ProcResult {
   std::string err;     // stderr
 };
 
-// Runs argv[0] (searched on PATH) with stdin from /dev/null; kills it after timeout_sec.
-ProcResult run_process(const std::vector<std::string>& argv, double timeout_sec = 120);
+// Runs argv[0] (searched on PATH) with stdin from /dev/null; kills it after timeout_sec. With
+// merge_stderr, stderr goes into `out` too, in the order the program wrote it.
+ProcResult run_process(const std::vector<std::string>& argv, double timeout_sec = 120, bool merge_stderr = false);
 
 // A process running in the background; killed (SIGKILL) and reaped on destruction.
 class Child {
@@ -55,6 +56,8 @@ bool have_encoder(const std::string& name);
 // The repository root and the built mustdrop binary.
 std::string source_dir();
 std::string mustdrop_binary();
+// A built tool next to the mustdrop binary (make_tiny_model, ...).
+std::string tool_binary(const std::string& name);
 // Reads a whole file ("" if missing).
 std::string read_file(const std::string& path);
 

@@ -156,7 +156,7 @@ TEST(KeyPaths, AreDottedLeavesWithoutDuplicates) {
   std::vector<std::string> paths = key_paths();
   ASSERT_FALSE(paths.empty());
   EXPECT_EQ(paths.front(), "log_level");
-  EXPECT_EQ(paths.back(), "video.live.reconnect.max_attempts");
+  EXPECT_EQ(paths.back(), "threads.frames_in_flight");
   EXPECT_EQ(std::set<std::string>(paths.begin(), paths.end()).size(), paths.size());
   auto pos = [&](const std::string& p) { return std::find(paths.begin(), paths.end(), p) - paths.begin(); };
   EXPECT_LT(pos("video.sampler.kind"), pos("video.sampler.frames"));
@@ -216,9 +216,9 @@ TEST(LoadErrors, UnknownKeyNamesPathValidKeysAndSuggestion) {
 }
 
 TEST(LoadErrors, UnknownTopLevelKey) {
-  std::string m = load_error("log_level: info\nthreads: 4\n");
-  EXPECT_STARTS_WITH(m, "t.yaml:2:1: unknown key 'threads'");
-  EXPECT_CONTAINS(m, "log_level, video");
+  std::string m = load_error("log_level: info\nworkers: 4\n");
+  EXPECT_STARTS_WITH(m, "t.yaml:2:1: unknown key 'workers'");
+  EXPECT_CONTAINS(m, "log_level, video, model, generation, threads");
 }
 
 TEST(LoadErrors, UnknownDeepKey) {

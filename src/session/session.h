@@ -1,0 +1,79 @@
+// Per-stream state: the vision tokens remembered from the frames seen so far (with a ledger of
+// where each came from) and the answering of questions over them, streamed token by token.
+// The model is shared and immutable; a Session belongs to one stream.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/generate.h"
+#include "model/vlm.h"
+
+namespace mustdrop::session {
+
+// Where one remembered vision token came from.
+struct LedgerEntry {
+  int64_t frame_seq = 0;  // sequence number of its frame
+  double t_sec = 0;       // the frame's time
+  int64_t patch = -1;     // original patch index in raster order (-1: CLS)
+  float size = 1;         // originals it stands for (merged tokens > 1)
+  bool in_s = false;      // in the important set S
+};
+
+// The vision tokens of one encoded frame.
+struct FrameTokens {
+  int64_t seq = 0;
+  double t_sec = 0;
+  at::Tensor tokens;                  // [n, text hidden] projected
+  std::vector<LedgerEntry> ledger;    // n entries
+  int64_t n_tower_tokens = 0;         // tokens out of the tower before any dropping
+  std::vector<int64_t> tokens_per_vision_layer;  // tokens each ViT layer processed
+};
+
+struct AnswerStats {
+  std::string question;
+  std::string answer;
+  int64_t n_vision_tokens = 0;          // entering the LLM
+  int64_t n_prompt_tokens = 0;
+  std::vector<int64_t> vision_per_layer;  // vision tokens present in each LLM layer
+  int64_t n_vision_kv_after_decode = 0;   // vision KV entries per layer after decoding (mean over layers)
+  int64_t n_generated = 0;
+  bool stopped_by_eos = false;
+  bool interrupted = false;
+  double ttft_ms = 0;   // question in to first token out (prefill included)
+  double prefill_ms = 0;
+  double decode_ms_per_token = 0;
+  int64_t kv_bytes_peak = 0;
+  double flops_prefill = 0;
+  double flops_decode = 0;
+  double flops_prefill_unpruned = 0;
+  double flops_decode_unpruned = 0;
+};
+
+// Receives each piece of answer text as it is generated.
+using TextCallback = std::function<void(const std::string& piece)>;
+
+class Session {
+ public:
+  explicit Session(const model::VisionLanguageModel& model) : model_(model) {}
+
+  // Remembers a frame's tokens (frames arrive in sequence order).
+  void add_frame(FrameTokens frame);
+  const std::vector<FrameTokens>& frames() const { return frames_; }
+  int64_t n_vision_tokens() const;
+
+  // Answers `question` over every remembered token: prefill, then generation streamed through
+  // `on_text`. `stop` (optional) ends generation early when it becomes true.
+  AnswerStats answer(const std::string& question, const model::GenerationOptions& options, const TextCallback& on_text,
+                     const std::atomic<bool>* stop = nullptr) const;
+
+ private:
+  const model::VisionLanguageModel& model_;
+  std::vector<FrameTokens> frames_;
+};
+
+}  // namespace mustdrop::session

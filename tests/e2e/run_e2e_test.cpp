@@ -1,0 +1,179 @@
+// End to end: `mustdrop run` on generated clips and generated tiny models.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "support/test_support.h"
+
+namespace mustdrop::test {
+namespace {
+
+using nlohmann::json;
+
+std::string clip() {
+  static std::string path = [] {
+    std::string p = temp_dir() + "/scene.mp4";
+    ProcResult r = run_process({source_dir() + "/tools/make_sample_video", p, "--seconds", "2", "--size", "320x180"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return p;
+  }();
+  return path;
+}
+
+std::string tiny_model(const std::string& preset = "tiny-llava") {
+  std::string dir = temp_dir() + "/" + preset;
+  if (!std::filesystem::exists(dir + "/config.json")) {
+    ProcResult r = run_process({tool_binary("make_tiny_model"), dir, "--preset", preset});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  }
+  return dir;
+}
+
+ProcResult mustdrop(std::vector<std::string> args, double timeout_sec = 300, bool merge = false) {
+  args.insert(args.begin(), mustdrop_binary());
+  return run_process(args, timeout_sec, merge);
+}
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return json::parse(in);
+}
+
+TEST(Run, AnswerTokensAreStreamedBeforeGenerationEnds) {
+  // stdout is flushed per token and stderr is unbuffered, so in one merged pipe the order is the
+  // order of events: answer text must come before the "generation finished" log line.
+  ProcResult r = mustdrop({"--log-level", "debug", "run", clip(), "--model", tiny_model(), "-q", "What moves?",
+                           "--frames", "2", "--max-new-tokens", "12"},
+                          300, true);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  size_t a = r.out.find("A:");
+  size_t done = r.out.find("generation finished");
+  ASSERT_NE(a, std::string::npos) << r.out;
+  ASSERT_NE(done, std::string::npos) << r.out;
+  ASSERT_LT(a, done);
+  std::string streamed = r.out.substr(a + 2, done - a - 2);
+  EXPECT_NE(streamed.find_first_not_of(" \n"), std::string::npos) << "nothing streamed before the end: " << r.out;
+}
+
+TEST(Run, JsonReportHasEveryFieldAndTheValuesAgree) {
+  std::string report = temp_dir() + "/report.json";
+  ProcResult r = mustdrop({"run", clip(), "--model", tiny_model(), "-q", "What colour is the car?", "-q",
+                           "How many buildings?", "--frames", "2", "--max-new-tokens", "8", "--json", report});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = read_json(report);
+  for (const char* key : {"answers", "pipeline", "n_frames_decoded", "n_frames_sampled", "n_vision_tokens_in",
+                          "n_vision_tokens_to_llm", "n_vision_tokens_layer_avg", "n_vision_kv_after_decode", "stages",
+                          "flops_total", "flops_unpruned", "ttft_ms", "prefill_ms", "decode_ms_per_token",
+                          "kv_bytes_peak", "peak_rss_bytes", "timings_ms"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(j["pipeline"], "none");
+  EXPECT_EQ(j["n_frames_sampled"], 2);
+  EXPECT_EQ(j["n_frames_decoded"], 50);  // 2 s at 25 fps, decoded forward (no seek needed)
+  EXPECT_EQ(j["n_vision_tokens_in"], 2 * 576);  // frames x patches per frame (CLS dropped)
+  EXPECT_EQ(j["n_vision_tokens_to_llm"], j["n_vision_tokens_in"]);
+  EXPECT_DOUBLE_EQ(j["n_vision_tokens_layer_avg"].get<double>(), 2 * 576.0);
+  EXPECT_EQ(j["n_vision_kv_after_decode"], 2 * 576);
+  EXPECT_DOUBLE_EQ(j["flops_total"].get<double>(), j["flops_unpruned"].get<double>());
+  EXPECT_GT(j["flops_total"].get<double>(), 0);
+  EXPECT_TRUE(j["stages"].is_array());
+  ASSERT_EQ(j["answers"].size(), 2u);
+  EXPECT_EQ(j["answers"][1]["question"], "How many buildings?");
+  EXPECT_EQ(j["answers"][0]["n_generated"].get<int>() <= 8, true);
+  EXPECT_NE(r.out.find(j["answers"][0]["answer"].get<std::string>()), std::string::npos);  // stdout holds it
+  EXPECT_GE(j["ttft_ms"].get<double>(), j["prefill_ms"].get<double>());
+  EXPECT_GT(j["kv_bytes_peak"].get<double>(), 0);
+  EXPECT_GT(j["peak_rss_bytes"].get<double>(), 0);
+  for (const char* node : {"source", "preprocess", "encoder", "projector", "memory", "answer"}) {
+    EXPECT_TRUE(j["timings_ms"].contains(node)) << node;
+  }
+}
+
+TEST(Run, SeveralQuestionsEncodeTheVideoOnce) {
+  std::string report = temp_dir() + "/three.json";
+  ProcResult r = mustdrop({"run", clip(), "--model", tiny_model(), "-q", "one?", "-q", "two?", "-q", "three?",
+                           "--frames", "3", "--max-new-tokens", "4", "--json", report});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = read_json(report);
+  EXPECT_EQ(j["answers"].size(), 3u);
+  EXPECT_EQ(j["n_frames_encoded"], 3);  // not 9
+}
+
+TEST(Run, VideoLlavaKeepsClsPerFrame) {
+  std::string report = temp_dir() + "/video_llava.json";
+  ProcResult r = mustdrop({"run", clip(), "--model", tiny_model("tiny-video-llava"), "-q", "What happens?",
+                           "--frames", "8", "--max-new-tokens", "4", "--json", report});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_json(report)["n_vision_tokens_in"], 8 * 257);
+}
+
+TEST(Run, SigintStopsCleanlyAndKeepsAValidReport) {
+  std::string report = temp_dir() + "/interrupted.json";
+  Child run({mustdrop_binary(), "run", clip(), "--model", tiny_model(), "-q", "Tell me everything.", "--frames", "1",
+             "--max-new-tokens", "100000", "--json", report});
+  // "Q: ..." is printed once the video is encoded; the answer then streams (no newline yet).
+  std::string line = run.read_line(120);
+  ASSERT_NE(line.find("Q:"), std::string::npos) << "no question echoed: " << line;
+  usleep(500 * 1000);
+  run.signal(SIGINT);
+  EXPECT_EQ(run.wait(60), 130);
+  json j = read_json(report);
+  EXPECT_TRUE(j["interrupted"].get<bool>());
+  ASSERT_EQ(j["answers"].size(), 1u);
+  EXPECT_TRUE(j["answers"][0]["interrupted"].get<bool>());
+  EXPECT_LT(j["answers"][0]["n_generated"].get<int>(), 100000);
+}
+
+TEST(RunErrors, BadVideoIsExit3NamingTheFile) {
+  std::string bad = temp_dir() + "/not_a_video.mp4";
+  std::ofstream(bad) << "plain text";
+  ProcResult r = mustdrop({"run", bad, "--model", tiny_model(), "-q", "x?"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_NE(r.err.find(bad), std::string::npos) << r.err;
+}
+
+TEST(RunErrors, BadModelDirectoryIsExit4NamingIt) {
+  std::string dir = temp_dir() + "/empty_model";
+  std::filesystem::create_directories(dir);
+  ProcResult r = mustdrop({"run", clip(), "--model", dir, "-q", "x?"});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_NE(r.err.find(dir), std::string::npos) << r.err;
+}
+
+TEST(RunErrors, MalformedPipelineYamlIsExit2WithFileLineCol) {
+  std::string p = temp_dir() + "/broken_pipeline.yaml";
+  std::ofstream(p) << "name: none\nstages: [\n";
+  ProcResult r = mustdrop({"run", clip(), "--model", tiny_model(), "-q", "x?", "--pipeline", p});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(p + ":"), std::string::npos) << r.err;
+  std::string unknown = temp_dir() + "/unknown_key_pipeline.yaml";
+  std::ofstream(unknown) << "name: none\nkeep_ratio: 0.5\n";
+  r = mustdrop({"run", clip(), "--model", tiny_model(), "-q", "x?", "--pipeline", unknown});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(unknown + ":2:1"), std::string::npos) << r.err;
+}
+
+TEST(RunErrors, MalformedConfigIsExit2WithFileLineCol) {
+  std::string c = temp_dir() + "/broken_config.yaml";
+  std::ofstream(c) << "generation:\n  max_new_tokens: lots\n";
+  ProcResult r = mustdrop({"--config", c, "run", clip(), "--model", tiny_model(), "-q", "x?"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(c + ":2:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("generation.max_new_tokens"), std::string::npos) << r.err;
+}
+
+TEST(RunErrors, NoModelExplainsHowToMakeOne) {
+  std::vector<std::string> args = {"env", "-u", "MUSTDROP_MODEL", mustdrop_binary(), "run", clip(), "-q", "x?"};
+  ProcResult r = run_process(args, 60);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("make_tiny_model"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace mustdrop::test
