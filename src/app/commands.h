@@ -25,6 +25,9 @@ int run_probe(const ProbeArgs& args, config::Config config);
 struct RunArgs {
   std::string video;
   std::string model_dir;               // "" = $MUSTDROP_MODEL, then model.dir from config
+  std::string preset;                  // instead of a directory: a shape preset with random weights
+  int llm_layers = 0;                  // preset: decoder layers (0 = the preset's)
+  int vision_layers = 0;               // preset: vision layers
   std::vector<std::string> questions;  // at least one
   std::string pipeline;                // pipelines/<name>.yaml; "" = none
   int frames = -1;                     // -1 = from config

@@ -59,6 +59,11 @@ int run(int argc, char** argv) {
   CLI::App* run_cmd = cli.add_subcommand("run", "answer questions about a video, streaming the answers to stdout");
   run_cmd->add_option("video", run.video, "video file, image directory, http(s):// or rtsp:// URL")->required();
   run_cmd->add_option("--model", run.model_dir, "Hugging Face model directory (default: $MUSTDROP_MODEL, then model.dir)");
+  auto* preset_opt = run_cmd->add_option("--preset", run.preset,
+                                         "instead of --model: a published shape with random weights and no tokenizer "
+                                         "(llava-1.5-7b, llava-1.5-13b, video-llava-7b; for benchmarks)");
+  run_cmd->add_option("--llm-layers", run.llm_layers, "with --preset: decoder layers")->needs(preset_opt);
+  run_cmd->add_option("--vision-layers", run.vision_layers, "with --preset: vision tower layers")->needs(preset_opt);
   run_cmd->add_option("--question,-q", run.questions, "a question (repeatable; the video is encoded once)")->required();
   run_cmd->add_option("--pipeline", run.pipeline, "token-dropping pipeline YAML (default: none)");
   run_cmd->add_option("--frames", run.frames, "frames to sample (default: video.sampler.frames)")->check(CLI::Range(1, 100000));

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/sysinfo.h"
 #include "model/flops.h"
+#include "model/presets.h"
 #include "pipeline/pipeline.h"
 #include "session/session.h"
 #include "video/source.h"
@@ -65,14 +66,18 @@ int run_run(const RunArgs& args, config::Config config) {
   if (args.max_new_tokens > 0) config.generation.max_new_tokens = args.max_new_tokens;
   if (args.temperature >= 0) config.generation.temperature = args.temperature;
   if (args.seed >= 0) config.generation.seed = args.seed;
-  std::string model_dir = resolve_model_dir(args, config);
+  if (!args.preset.empty() && !args.model_dir.empty()) throw ConfigError("run: give --model or --preset, not both");
+  std::string model_dir = args.preset.empty() ? resolve_model_dir(args, config) : "preset:" + args.preset;
 
   // Cheap checks first: a bad video fails before the model loads.
   std::unique_ptr<video::Source> source = video::open_source(args.video, config.video);
   if (source->info().live && config.video.sampler.kind == "uniform") config.video.sampler.kind = "interval";
   model::LoadOptions load;
   load.dtype = config.model.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
-  auto model = model::VisionLanguageModel::load(model_dir, load);
+  auto model = args.preset.empty()
+                   ? model::VisionLanguageModel::load(model_dir, load)
+                   : model::VisionLanguageModel::random(
+                         model::preset_config(args.preset, args.llm_layers, args.vision_layers), 1, load);
   MD_LOG_INFO("run", "model " << model_dir << " (" << model->config().architecture << "), pipeline "
                               << pipeline_cfg.name);
 
