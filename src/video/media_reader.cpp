@@ -177,16 +177,17 @@ MediaReader::MediaReader(ReaderOptions options) : options_(std::move(options)) {
   info_.seekable = !options_.live && format_->pb && (format_->pb->seekable & AVIO_SEEKABLE_NORMAL);
 
   // Where the container's index says the data ends; a file shorter than that was cut off.
+  int64_t index_end_byte = -1;
   int n_index = avformat_index_get_entries_count(st);
   for (int i = 0; i < n_index; ++i) {
     const AVIndexEntry* e = avformat_index_get_entry(st, i);
-    if (e && e->pos >= 0) index_end_byte_ = std::max<int64_t>(index_end_byte_, e->pos + e->size);
+    if (e && e->pos >= 0) index_end_byte = std::max<int64_t>(index_end_byte, e->pos + e->size);
   }
   int64_t file_size = (!options_.network && format_->pb) ? avio_size(format_->pb) : -1;
-  if (index_end_byte_ > 0 && file_size > 0 && file_size < index_end_byte_) {
+  if (index_end_byte > 0 && file_size > 0 && file_size < index_end_byte) {
     stats_.truncated = true;
     stats_.damage = "truncated: the file has " + std::to_string(file_size) + " bytes but its index reaches byte " +
-                    std::to_string(index_end_byte_);
+                    std::to_string(index_end_byte);
   }
   last_frame_at_ = Clock::now();
 }

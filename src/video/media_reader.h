@@ -67,7 +67,6 @@ class MediaReader {
   bool have_last_pts_ = false;
   bool draining_ = false;
   bool finished_ = false;
-  int64_t index_end_byte_ = -1;  // end of the last indexed packet (byte offset), -1 unknown
   StreamInfo info_;
   SourceStats stats_;
   std::chrono::steady_clock::time_point deadline_;

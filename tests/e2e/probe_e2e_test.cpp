@@ -16,15 +16,7 @@ namespace {
 
 using nlohmann::json;
 
-std::string sample_clip() {
-  static std::string path = [] {
-    std::string p = temp_dir() + "/sample.mp4";
-    ProcResult r = run_process({source_dir() + "/tools/make_sample_video", p, "--seconds", "3", "--size", "320x180"});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return p;
-  }();
-  return path;
-}
+std::string sample_clip() { return make_sample_clip("sample.mp4", 3); }
 
 ProcResult mustdrop(std::vector<std::string> args, double timeout_sec = 120) {
   args.insert(args.begin(), mustdrop_binary());

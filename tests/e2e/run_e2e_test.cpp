@@ -16,15 +16,7 @@ namespace {
 
 using nlohmann::json;
 
-std::string clip() {
-  static std::string path = [] {
-    std::string p = temp_dir() + "/scene.mp4";
-    ProcResult r = run_process({source_dir() + "/tools/make_sample_video", p, "--seconds", "2", "--size", "320x180"});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return p;
-  }();
-  return path;
-}
+std::string clip() { return make_sample_clip("scene.mp4", 2); }
 
 std::string tiny_model(const std::string& preset = "tiny-llava") {
   std::string dir = temp_dir() + "/" + preset;

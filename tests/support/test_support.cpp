@@ -190,6 +190,19 @@ std::string make_clip(const std::string& name, const std::string& ffmpeg_args) {
   return path;
 }
 
+std::string make_sample_clip(const std::string& name, int seconds) {
+  static std::mutex mu;
+  static std::map<std::string, std::string> made;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = made.find(name);
+  if (it != made.end()) return it->second;
+  std::string path = temp_dir() + "/" + name;
+  ProcResult r = run_process(
+      {source_dir() + "/tools/make_sample_video", path, "--seconds", std::to_string(seconds), "--size", "320x180"});
+  if (r.exit_code != 0) ADD_FAILURE() << "make_sample_video could not make " << name << ": " << r.err;
+  return made[name] = path;
+}
+
 std::string make_image_dir(const std::string& name, const std::string& lavfi, int frames) {
   std::string dir = temp_dir() + "/" + name;
   std::filesystem::create_directories(dir);

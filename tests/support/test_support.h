@@ -48,6 +48,9 @@ const std::string& temp_dir();
 // Generates (once per process) temp_dir()/name with `ffmpeg -y <args> <path>`; fails the
 // test with ffmpeg's stderr if it cannot.
 std::string make_clip(const std::string& name, const std::string& ffmpeg_args);
+// Generates (once per process) temp_dir()/name with tools/make_sample_video: a 320x180, 25 fps
+// synthetic scene of `seconds` seconds.
+std::string make_sample_clip(const std::string& name, int seconds);
 // Writes `frames` PNG images (RGB, name_0001.png, ...) from a lavfi graph into temp_dir()/name
 // and returns the directory; fails the test with ffmpeg's stderr if it cannot.
 std::string make_image_dir(const std::string& name, const std::string& lavfi, int frames = 1);
