@@ -26,7 +26,9 @@ using Clock = std::chrono::steady_clock;
 
 struct FrameMsg {
   int64_t seq = 0;
+  std::string source_id;  // the input (file, URL) the frame came from
   double t_sec = 0;
+  bool eos = false;       // end of stream: no frame; the last message of a source
   std::shared_ptr<video::Frame> frame;
   std::shared_ptr<video::ImageTensor> pixels;
   at::Tensor features;  // tower output (after feature selection), then projected tokens
@@ -162,14 +164,20 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
 
   flow::graph g;
   // Blocking libav reads happen on the reader's own thread; this node only takes finished frames.
+  const std::string source_id = reader->source().info().url;
+  bool eos_sent = false;
   flow::input_node<FrameMsg> src(g, [&](tbb::flow_control& fc) -> FrameMsg {
     FrameMsg m;
+    m.source_id = source_id;
+    if (eos_sent) {
+      fc.stop();
+      return m;
+    }
     bool have = false;
     im.guarded("source", [&] {
       while (!stop_.load()) {
         std::optional<video::Frame> f = reader->pop(std::chrono::milliseconds(100));
         if (f) {
-          m.seq = next_seq++;
           m.t_sec = f->t_sec;
           m.frame = std::make_shared<video::Frame>(std::move(*f));
           have = true;
@@ -178,12 +186,15 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
         if (reader->done()) return;
       }
     });
-    if (!have) fc.stop();
+    // After the last frame (or a stop, or a reader error) one end-of-stream message follows.
+    m.seq = next_seq++;
+    m.eos = !have;
+    eos_sent = m.eos;
     return m;
   });
   flow::limiter_node<FrameMsg> limiter(g, static_cast<size_t>(im.config.threads.frames_in_flight));
   flow::function_node<FrameMsg, FrameMsg> preprocess(g, flow::unlimited, [&](FrameMsg m) {
-    if (!m.failed) {
+    if (!m.failed && !m.eos) {
       m.failed = !im.guarded("preprocess", [&] {
         auto& p = preprocessors.local();
         if (!p) p = std::make_unique<video::Preprocessor>(pre);
@@ -195,6 +206,7 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
   });
   flow::sequencer_node<FrameMsg> sequencer(g, [](const FrameMsg& m) { return static_cast<size_t>(m.seq); });
   flow::function_node<FrameMsg, FrameMsg> encoder(g, flow::serial, [&](FrameMsg m) {
+    if (m.eos) return m;
     if (!m.failed && !stop_.load()) {
       m.failed = !im.guarded("encoder", [&] {
         const video::ImageTensor& px = *m.pixels;
@@ -214,11 +226,13 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
     return m;
   });
   flow::function_node<FrameMsg, FrameMsg> projector(g, flow::serial, [&](FrameMsg m) {
-    if (!m.failed) m.failed = !im.guarded("projector", [&] { m.features = model.project(m.features); });
+    if (!m.failed && !m.eos) m.failed = !im.guarded("projector", [&] { m.features = model.project(m.features); });
     return m;
   });
   flow::function_node<FrameMsg, flow::continue_msg> memory(g, flow::serial, [&](const FrameMsg& m) {
-    if (!m.failed) {
+    if (m.eos) {
+      MD_LOG_DEBUG("pipeline", m.source_id << ": end of stream after " << stats.n_frames_encoded << " frames");
+    } else if (!m.failed) {
       im.guarded("memory", [&] {
         session::FrameTokens ft;
         ft.seq = m.seq;

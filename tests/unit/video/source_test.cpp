@@ -269,6 +269,27 @@ TEST(RealClips, VtestAviPedestrians) {
   EXPECT_NEAR(frames.back().t_sec, 79.4, 0.1);
 }
 
+TEST(RealClips, Mpeg4TrailerWithAc3Audio) {
+  std::string path = opencv_clip("examples/data/Megamind.avi");
+  if (path.empty()) GTEST_SKIP() << "opencv-doc is not installed";
+  auto source = video::open_source(path, default_video());
+  EXPECT_EQ(source->info().codec, "mpeg4");
+  EXPECT_EQ(source->info().width, 720);
+  std::vector<Frame> frames = read_all(*source);
+  EXPECT_EQ(frames.size(), 270u);
+  EXPECT_NEAR(frames.back().t_sec - frames.front().t_sec, 269 * 125.0 / 2997, 0.01);  // 23.976 fps
+}
+
+TEST(RealClips, BuggyTrailerNeverCrashesAndReachesTheEnd) {
+  // opencv ships a damaged copy of the trailer for its own robustness tests.
+  std::string path = opencv_clip("examples/data/Megamind_bugy.avi");
+  if (path.empty()) GTEST_SKIP() << "opencv-doc is not installed";
+  auto source = video::open_source(path, default_video());
+  std::vector<Frame> frames = read_all(*source);
+  EXPECT_GT(frames.size(), 200u);
+  for (size_t i = 1; i < frames.size(); ++i) ASSERT_GT(frames[i].t_sec, frames[i - 1].t_sec) << i;
+}
+
 TEST(RealClips, GzippedH264WithAudio) {
   for (const char* name : {"opencv4/html/box.mp4", "opencv4/html/cup.mp4"}) {
     std::string path = opencv_clip(name);
