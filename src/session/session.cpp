@@ -37,6 +37,11 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
   model::PromptLayout layout = model_.build_prompt(question, vision.size(0));
   st.n_vision_tokens = layout.n_vision;
   st.n_prompt_tokens = static_cast<int64_t>(layout.ids.size());
+  if (st.n_prompt_tokens > model_.config().text.max_position_embeddings) {
+    MD_LOG_WARN("answer", "the prompt has " << st.n_prompt_tokens << " tokens, more than the model's context of "
+                                            << model_.config().text.max_position_embeddings
+                                            << "; answers may degrade (use fewer --frames)");
+  }
 
   const model::LlamaModel& llm = model_.llm();
   model::DenseKvCache cache(llm.n_layers());
