@@ -4,9 +4,8 @@
 // tokenizer.model (identity normalisation, whitespace kept, digits split, byte fallback);
 // "nmt" has spm_train's defaults (nmt_nfkc, extra whitespace removed), like tools/ trains.
 //
-// This file is also compiled into a LibTorch-linked test binary with MUSTDROP_TEST_WITH_TORCH
-// defined; the last test then proves that the dlopen'ed shim keeps SentencePiece's protobuf
-// away from LibTorch's in one process.
+// These run in a LibTorch-free binary; tests/unit/model/vlm_test.cpp loads the same tokenizer
+// inside a LibTorch process (the protobuf clash the dlopen'ed shim exists for).
 #include "model/tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -24,9 +23,6 @@
 #include "core/error.h"
 #include "support/test_support.h"
 
-#ifdef MUSTDROP_TEST_WITH_TORCH
-#include <ATen/ATen.h>
-#endif
 
 namespace mustdrop::model {
 namespace {
@@ -479,27 +475,6 @@ TEST(TokenizerShimDeathTest, BadShimPathIsReportedWithDlerror) {
               "/nonexistent/shim.so: no such file");
 }
 
-#ifdef MUSTDROP_TEST_WITH_TORCH
-// LibTorch (system protobuf 3.21) and SentencePiece (bundled protobuf 3.14, behind the shim)
-// in one process: getting to main at all is half the proof, this is the other half.
-TEST(TokenizerWithTorchTest, TensorsAndTokenizerInOneProcess) {
-  const at::Tensor grid = at::arange(6, at::kLong).reshape({2, 3});
-  const std::string dir = model_dir(Flavour::kLlama);
-  ASSERT_FALSE(dir.empty());
-  const auto tok = Tokenizer::load(dir);
-  const std::string prompt = "USER: <image>\nWhat colour is the car? ASSISTANT:";
-  const auto ids = tok->encode(prompt, true);
-  const std::vector<int64_t> ids64(ids.begin(), ids.end());
-  const at::Tensor t = at::tensor(ids64, at::kLong);
-  ASSERT_EQ(t.size(0), static_cast<int64_t>(ids.size()));
-  EXPECT_EQ(t[0].item<int64_t>(), tok->bos_id());
-  EXPECT_EQ(t.eq(kImageId).sum().item<int64_t>(), 1);
-  const at::Tensor back = t.to(at::kInt).contiguous();
-  const std::vector<int> round(back.data_ptr<int>(), back.data_ptr<int>() + back.numel());
-  EXPECT_EQ(tok->decode(round), prompt);
-  EXPECT_EQ(grid.sum().item<int64_t>(), 15);
-}
-#endif
 
 }  // namespace
 }  // namespace mustdrop::model
