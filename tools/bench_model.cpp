@@ -60,21 +60,13 @@ int main(int argc, char** argv) {
     int64_t prompt_len = 0;
     for (int r = 0; r < repeats + 1; ++r) {  // the first round warms up
       auto t1 = Clock::now();
-      model::VisionRequest req;
-      req.output_layer = m->feature_layer();
-      model::VisionResult v = m->frame_tower().forward(pixels, req);
-      at::Tensor feats = m->select_features(v.tokens);
-      at::Tensor vision = m->project(feats.reshape({-1, feats.size(-1)}));
+      at::Tensor vision = m->encode_frames(pixels);
       double vis_ms = ms_since(t1);
       model::PromptLayout layout = m->build_prompt("What is happening in this video? Describe it briefly.", vision.size(0));
       prompt_len = static_cast<int64_t>(layout.ids.size());
       model::DenseKvCache cache(m->llm().n_layers());
       auto t2 = Clock::now();
-      model::LlmForward f;
-      f.hidden = m->embed_prompt(layout, vision);
-      f.positions = at::arange(prompt_len, at::TensorOptions().dtype(at::kLong));
-      f.cache = &cache;
-      at::Tensor logits = m->llm().forward(f).logits;
+      at::Tensor logits = m->prefill(layout, vision, cache).logits;
       double pre_ms = ms_since(t2);
       model::GenerationOptions o;
       o.max_new_tokens = new_tokens;

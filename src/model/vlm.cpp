@@ -163,3 +163,22 @@ at::Tensor VisionLanguageModel::embed_prompt(const PromptLayout& layout, const a
 }
 
 }  // namespace mustdrop::model
+
+namespace mustdrop::model {
+
+at::Tensor VisionLanguageModel::encode_frames(const at::Tensor& pixels) const {
+  VisionRequest req;
+  req.output_layer = feature_layer();
+  at::Tensor feats = select_features(frame_tower().forward(pixels, req).tokens);
+  return project(feats.reshape({-1, feats.size(-1)}));
+}
+
+LlmOutput VisionLanguageModel::prefill(const PromptLayout& layout, const at::Tensor& vision, KvCache& cache) const {
+  LlmForward f;
+  f.hidden = embed_prompt(layout, vision);
+  f.positions = at::arange(static_cast<int64_t>(layout.ids.size()), at::TensorOptions().dtype(at::kLong));
+  f.cache = &cache;
+  return llm_->forward(f);
+}
+
+}  // namespace mustdrop::model

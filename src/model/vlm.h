@@ -63,6 +63,10 @@ class VisionLanguageModel {
   virtual PromptLayout build_prompt(const std::string& question, int64_t n_vision) const = 0;
   // Input embeddings for a layout whose vision block is `vision` [n_vision, Dt].
   at::Tensor embed_prompt(const PromptLayout& layout, const at::Tensor& vision) const;
+  // Frames [B, 3, S, S] -> projected vision tokens [B * T', Dt], without any dropping.
+  at::Tensor encode_frames(const at::Tensor& pixels) const;
+  // Runs the whole prompt (positions 0..n-1) through the LLM into `cache`.
+  LlmOutput prefill(const PromptLayout& layout, const at::Tensor& vision, KvCache& cache) const;
 
  protected:
   VisionLanguageModel() = default;

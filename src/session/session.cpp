@@ -45,11 +45,7 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
 
   const model::LlamaModel& llm = model_.llm();
   model::DenseKvCache cache(llm.n_layers());
-  model::LlmForward f;
-  f.hidden = model_.embed_prompt(layout, vision);
-  f.positions = at::arange(st.n_prompt_tokens, at::TensorOptions().dtype(at::kLong));
-  f.cache = &cache;
-  model::LlmOutput out = llm.forward(f);
+  model::LlmOutput out = model_.prefill(layout, vision, cache);
   st.prefill_ms = ms_since(t0);
   int64_t n_text = st.n_prompt_tokens - layout.n_vision;
   for (int64_t n : out.tokens_per_layer) st.vision_per_layer.push_back(n - n_text);
@@ -88,11 +84,9 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
 
   // FLOPs of what ran, and of the same prompt without any dropping.
   const model::TextConfig& tc = model_.config().text;
-  std::vector<int64_t> kv_after_prefill(static_cast<size_t>(llm.n_layers()));
-  for (int l = 0; l < llm.n_layers(); ++l) kv_after_prefill[static_cast<size_t>(l)] = out.tokens_per_layer[static_cast<size_t>(l)];
   int64_t steps = std::max<int64_t>(0, st.n_generated - 1);
   st.flops_prefill = model::prefill_flops(tc, out.tokens_per_layer);
-  st.flops_decode = model::decode_flops(tc, kv_after_prefill, steps);
+  st.flops_decode = model::decode_flops(tc, out.tokens_per_layer, steps);  // each layer cached what it ran
   int64_t full_prompt = n_text;
   for (const auto& fr : frames_) full_prompt += fr.n_tower_tokens;
   std::vector<int64_t> full(static_cast<size_t>(llm.n_layers()), full_prompt);

@@ -48,18 +48,10 @@ Comparison compare(const std::string& preset, int frames) {
   at::Tensor pixels = at::randn({frames, 3, m->image_size(), m->image_size()}, gen);
 
   // C++ logits, exactly as a prompt runs end to end.
-  VisionRequest req;
-  req.output_layer = m->feature_layer();
-  VisionResult v = m->frame_tower().forward(pixels, req);
-  at::Tensor feats = m->select_features(v.tokens);
-  at::Tensor vision = m->project(feats.reshape({-1, feats.size(-1)}));
+  at::Tensor vision = m->encode_frames(pixels);
   PromptLayout layout = m->build_prompt("What is happening in this video?", vision.size(0));
   DenseKvCache cache(m->llm().n_layers());
-  LlmForward f;
-  f.hidden = m->embed_prompt(layout, vision);
-  f.positions = at::arange(static_cast<int64_t>(layout.ids.size()), at::TensorOptions().dtype(at::kLong));
-  f.cache = &cache;
-  c.ours = m->llm().forward(f).logits.reshape({-1});
+  c.ours = m->prefill(layout, vision, cache).logits.reshape({-1});
 
   // The reference's inputs: pixels as safetensors, ids as a JSON list.
   std::string pixels_path = dir + "/ref_pixels.safetensors", ids_path = dir + "/ref_ids.json";

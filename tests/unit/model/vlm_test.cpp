@@ -145,18 +145,10 @@ const std::string& tiny_dir(const std::string& preset = "tiny-llava") {
 // Logits of the prompt's last token; the prompt's token ids come from `ids_from` (default: m).
 at::Tensor prompt_logits(const VisionLanguageModel& m, const at::Tensor& pixels, const std::string& question,
                          const VisionLanguageModel* ids_from = nullptr) {
-  VisionRequest req;
-  req.output_layer = m.feature_layer();
-  VisionResult v = m.frame_tower().forward(pixels, req);
-  at::Tensor feats = m.select_features(v.tokens);
-  at::Tensor vision = m.project(feats.reshape({-1, feats.size(-1)}));
+  at::Tensor vision = m.encode_frames(pixels);
   PromptLayout layout = (ids_from ? *ids_from : m).build_prompt(question, vision.size(0));
   DenseKvCache cache(m.llm().n_layers());
-  LlmForward f;
-  f.hidden = m.embed_prompt(layout, vision);
-  f.positions = at::arange(static_cast<int64_t>(layout.ids.size()), at::TensorOptions().dtype(at::kLong));
-  f.cache = &cache;
-  return m.llm().forward(f).logits;
+  return m.prefill(layout, vision, cache).logits;
 }
 
 TEST(Model, SaveLoadRoundtripGivesIdenticalLogits) {
