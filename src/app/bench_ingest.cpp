@@ -7,6 +7,7 @@
 #include "app/commands.h"
 #include "app/exit_codes.h"
 #include "core/error.h"
+#include "core/shell.h"
 #include "core/log.h"
 #include "video/preprocess.h"
 #include "video/sampler.h"
@@ -16,12 +17,6 @@ namespace mustdrop::app {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -76,7 +71,7 @@ int run_bench_ingest(const BenchIngestArgs& args, config::Config config) {
     clip = (fs::path(work) / "bench_1080p30.mp4").string();
     std::fprintf(stderr, "generating %.0f s of 1080p30 H.264 into %s\n", args.seconds, clip.c_str());
     run_shell("ffmpeg -v error -nostdin -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -t " +
-                  std::to_string(args.seconds) + " -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 60 " + quote(clip),
+                  std::to_string(args.seconds) + " -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 60 " + shell_quote(clip),
               "generating the benchmark clip");
   }
   config.video.preprocess.size = args.size;
@@ -95,7 +90,7 @@ int run_bench_ingest(const BenchIngestArgs& args, config::Config config) {
   PassResult decode = run_pass(clip, config, nullptr);
   PassResult ours = run_pass(clip, config, &preprocess);
   auto t0 = Clock::now();
-  run_shell("ffmpeg -v error -nostdin -y -i " + quote(clip) + " -vf " + quote(vf) +
+  run_shell("ffmpeg -v error -nostdin -y -i " + shell_quote(clip) + " -vf " + shell_quote(vf) +
                 " -pix_fmt rgb24 -f rawvideo /dev/null",
             "the ffmpeg CLI reference run");
   PassResult cli{ours.frames, seconds_since(t0)};

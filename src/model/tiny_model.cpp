@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/shell.h"
 #include "model/presets.h"
 #include "model/vlm.h"
 #include "model/weights.h"
@@ -22,12 +23,6 @@ namespace mustdrop::model {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 void write_text(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::trunc);
@@ -65,7 +60,7 @@ ModelConfig write_tiny_model(const std::string& dir_str, const TinyModelOptions&
   const int pieces = c.image_token_index;  // presets put <image> right after the pieces
   std::string corpus = o.corpus.empty() ? std::string(MUSTDROP_SOURCE_DIR_FOR_DATA) + "/tools/data/tiny_corpus.txt" : o.corpus;
   if (!fs::exists(corpus)) throw ModelError(corpus + ": tokenizer training text not found");
-  std::string cmd = "spm_train --input=" + quote(corpus) + " --model_prefix=" + quote((dir / "tokenizer").string()) +
+  std::string cmd = "spm_train --input=" + shell_quote(corpus) + " --model_prefix=" + shell_quote((dir / "tokenizer").string()) +
                     " --vocab_size=" + std::to_string(pieces) +
                     " --model_type=unigram --character_coverage=1.0 --byte_fallback=true --random_seed=" +
                     std::to_string(o.seed) + " --num_threads=1 --minloglevel=2 > /dev/null 2>&1";

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -170,37 +171,42 @@ const std::string& temp_dir() {
   return dir;
 }
 
-std::string make_clip(const std::string& name, const std::string& ffmpeg_args) {
+namespace {
+
+// temp_dir()/name made once per process by `make` (which reports its own failures; a path whose
+// making failed is not remembered, so a later call retries).
+std::string made_once(const std::string& name, const std::function<bool(const std::string&)>& make) {
   static std::mutex mu;
   static std::map<std::string, std::string> made;
   std::lock_guard<std::mutex> lock(mu);
   auto it = made.find(name);
   if (it != made.end()) return it->second;
   std::string path = temp_dir() + "/" + name;
-  std::vector<std::string> argv = {"ffmpeg", "-v", "error", "-nostdin", "-y"};
-  std::istringstream words(ffmpeg_args);
-  for (std::string w; words >> w;) argv.push_back(w);
-  argv.push_back(path);
-  ProcResult r = run_process(argv, 300);
-  if (r.exit_code != 0) {
-    ADD_FAILURE() << "ffmpeg could not make " << name << ": " << r.err;
-    return path;
-  }
-  made[name] = path;
+  if (make(path)) made[name] = path;
   return path;
 }
 
+}  // namespace
+
+std::string make_clip(const std::string& name, const std::string& ffmpeg_args) {
+  return made_once(name, [&](const std::string& path) {
+    std::vector<std::string> argv = {"ffmpeg", "-v", "error", "-nostdin", "-y"};
+    std::istringstream words(ffmpeg_args);
+    for (std::string w; words >> w;) argv.push_back(w);
+    argv.push_back(path);
+    ProcResult r = run_process(argv, 300);
+    if (r.exit_code != 0) ADD_FAILURE() << "ffmpeg could not make " << name << ": " << r.err;
+    return r.exit_code == 0;
+  });
+}
+
 std::string make_sample_clip(const std::string& name, int seconds) {
-  static std::mutex mu;
-  static std::map<std::string, std::string> made;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = made.find(name);
-  if (it != made.end()) return it->second;
-  std::string path = temp_dir() + "/" + name;
-  ProcResult r = run_process(
-      {source_dir() + "/tools/make_sample_video", path, "--seconds", std::to_string(seconds), "--size", "320x180"});
-  if (r.exit_code != 0) ADD_FAILURE() << "make_sample_video could not make " << name << ": " << r.err;
-  return made[name] = path;
+  return made_once(name, [&](const std::string& path) {
+    ProcResult r = run_process(
+        {source_dir() + "/tools/make_sample_video", path, "--seconds", std::to_string(seconds), "--size", "320x180"});
+    if (r.exit_code != 0) ADD_FAILURE() << "make_sample_video could not make " << name << ": " << r.err;
+    return r.exit_code == 0;
+  });
 }
 
 std::string make_image_dir(const std::string& name, const std::string& lavfi, int frames) {
