@@ -55,13 +55,31 @@ double mean(const std::vector<int64_t>& v) {
 
 }  // namespace
 
+json stages_json(const session::Session& session, const session::AnswerStats* answer) {
+  std::vector<prune::StageRecord> records = session.chain().vision_records();
+  std::vector<std::vector<int64_t>> per_frame;
+  for (const auto& f : session.frames()) per_frame.push_back(f.tokens_per_vision_layer);
+  prune::attribute_flops(records, session.model().config(), per_frame, {}, 0);
+  if (answer) records.insert(records.end(), answer->stages.begin(), answer->stages.end());
+  json out = json::array();
+  for (const auto& r : records) {
+    out.push_back({{"name", r.name},
+                   {"stage", prune::stage_name(r.stage)},
+                   {"layer", r.layer},
+                   {"calls", r.calls},
+                   {"n_in", r.n_in},
+                   {"n_out", r.n_out},
+                   {"ms", r.ms},
+                   {"flops", r.flops}});
+  }
+  return out;
+}
+
 int run_run(const RunArgs& args, config::Config config) {
   if (args.questions.empty()) throw ConfigError("run: give at least one --question");
   config::PipelineConfig pipeline_cfg;
   if (!args.pipeline.empty()) pipeline_cfg = config::load_pipeline(args.pipeline);
-  if (pipeline_cfg.name != "none") {
-    throw ConfigError(args.pipeline + ": pipeline '" + pipeline_cfg.name + "' is not available (available: none)");
-  }
+  std::unique_ptr<prune::Chain> chain = prune::Chain::build(pipeline_cfg, args.pipeline);
   if (args.frames > 0) config.video.sampler.frames = args.frames;
   if (args.max_new_tokens > 0) config.generation.max_new_tokens = args.max_new_tokens;
   if (args.temperature >= 0) config.generation.temperature = args.temperature;
@@ -81,7 +99,7 @@ int run_run(const RunArgs& args, config::Config config) {
   MD_LOG_INFO("run", "model " << model_dir << " (" << model->config().architecture << "), pipeline "
                               << pipeline_cfg.name);
 
-  session::Session session(*model);
+  session::Session session(*model, chain.get());
   pipeline::Pipeline pipe(config, *model, session);
   install_stop_handlers([&pipe] { pipe.stop(); });
 
@@ -132,6 +150,7 @@ int run_run(const RunArgs& args, config::Config config) {
   json timings = json::object();
   for (const auto& t : pipe.timings()) timings[t.name] = t.ms;
   const session::AnswerStats* first = answers.empty() ? nullptr : &answers.front();
+  json stages = stages_json(session, first);
   json report{{"video", args.video},
               {"model", {{"dir", model_dir}, {"architecture", mc.architecture}}},
               {"pipeline", pipeline_cfg.name},
@@ -144,7 +163,7 @@ int run_run(const RunArgs& args, config::Config config) {
               {"n_vision_tokens_to_llm", tokens_to_llm},
               {"n_vision_tokens_layer_avg", first ? mean(first->vision_per_layer) : 0.0},
               {"n_vision_kv_after_decode", first ? first->n_vision_kv_after_decode : 0},
-              {"stages", json::array()},
+              {"stages", stages},
               {"flops_total", flops},
               {"flops_unpruned", flops_full},
               {"flops_vision", vision_flops},

@@ -1,6 +1,7 @@
 // YAML -> Config by walking each struct's visit() list: one visitor decodes a YAML map into a
 // section, one resolves a --set path, one prints, one lists keys. yaml-cpp stays in this file.
 #include "config/config.h"
+#include "config/pipeline_config.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -238,7 +239,20 @@ void decode_leaf(const YAML::Node& node, std::vector<double>& out, const Limits&
   out = std::move(values);
 }
 
-[[maybe_unused]] void decode_leaf(const YAML::Node& node, std::vector<std::string>& out, const Limits& limits,
+void decode_leaf(const YAML::Node& node, std::vector<int>& out, const Limits& limits, const Site& site) {
+  if (!node.IsSequence()) site.fail("expected a list of integers, found " + describe(node));
+  site.check(size_violation(node.size(), limits, "integers"));
+  std::vector<int> values;
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    Site element{site.origin, site.path + "[" + std::to_string(i) + "]", value_mark(node[i], site.mark)};
+    int value = 0;
+    decode_leaf(node[i], value, limits, element);
+    values.push_back(value);
+  }
+  out = std::move(values);
+}
+
+void decode_leaf(const YAML::Node& node, std::vector<std::string>& out, const Limits& limits,
                                   const Site& site) {
   if (!node.IsSequence()) site.fail("expected a list of strings, found " + describe(node));
   site.check(size_violation(node.size(), limits, "strings"));
@@ -468,6 +482,11 @@ class Validator {
     for (double x : v) out = out.empty() ? range_violation(x, l) : out;
     return out;
   }
+  static std::string violation_of(const std::vector<int>& v, const Limits& l) {
+    std::string out = size_violation(v.size(), l, "integers");
+    for (int x : v) out = out.empty() ? range_violation(x, l) : out;
+    return out;
+  }
   static std::string violation_of(const std::vector<std::string>& v, const Limits& l) {
     std::string out = size_violation(v.size(), l, "strings");
     for (const auto& x : v) out = out.empty() ? choice_violation(x, l) : out;
@@ -519,6 +538,11 @@ class Printer {
   void emit(const std::vector<double>& v) {
     out_ << YAML::Flow << YAML::BeginSeq;
     for (double x : v) emit(x);
+    out_ << YAML::EndSeq;
+  }
+  void emit(const std::vector<int>& v) {
+    out_ << YAML::Flow << YAML::BeginSeq;
+    for (int x : v) emit(x);
     out_ << YAML::EndSeq;
   }
   void emit(const std::vector<std::string>& v) {
@@ -583,7 +607,11 @@ Config load_string(const std::string& yaml, const std::string& origin, const std
 }
 
 PipelineConfig load_pipeline(const std::string& path) {
-  PipelineConfig p = decode_document<PipelineConfig>(read_config_file(path), path);
+  return load_pipeline_string(read_config_file(path), path);
+}
+
+PipelineConfig load_pipeline_string(const std::string& yaml, const std::string& origin) {
+  PipelineConfig p = decode_document<PipelineConfig>(yaml, origin);
   Validator validator;
   p.visit(validator);
   return p;

@@ -178,21 +178,6 @@ struct Config {
   }
 };
 
-// A token-dropping pipeline (pipelines/<name>.yaml).
-struct PipelineConfig {
-  std::string name = "none";  // shown in reports
-  std::string description;    // one line for people
-
-  template <class V>
-  void visit(V& v) {
-    v("name", name, any());
-    v("description", description, any());
-  }
-};
-
-// Reads a pipeline YAML strictly (unknown keys, wrong types: ConfigError with file:line:col).
-PipelineConfig load_pipeline(const std::string& path);
-
 // Reads `path` over the defaults, then applies `overrides` ("a.b=value", YAML-typed values).
 // Throws ConfigError quoting file:line:col and the key path for unknown keys, wrong types
 // and out-of-range values; an override error names the --set argument.

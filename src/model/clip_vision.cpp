@@ -174,7 +174,7 @@ VisionResult ClipVision::forward(const at::Tensor& pixels, const VisionRequest& 
     if (want_cls) r.cls_attention[i] = cls;
     tok.hidden = x;
     if (req.hook) {
-      req.hook->after_layer(i, tok);
+      req.hook->after_layer(i, tok, cls);
       x = tok.hidden;
     }
   }

@@ -38,7 +38,8 @@ class VisionHook {
  public:
   virtual ~VisionHook() = default;
   // Called after encoder layer `layer` (0-based) has run; may replace the tokens.
-  virtual void after_layer(int layer, VisionTokens& tokens) = 0;
+  // `cls_attention` is that layer's CLS row ([B, T-1]) when requested, else undefined.
+  virtual void after_layer(int layer, VisionTokens& tokens, const at::Tensor& cls_attention) = 0;
 };
 
 struct VisionRequest {

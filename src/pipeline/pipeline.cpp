@@ -33,6 +33,8 @@ struct FrameMsg {
   std::shared_ptr<video::ImageTensor> pixels;
   at::Tensor features;  // tower output (after feature selection), then projected tokens
   std::vector<int64_t> tokens_per_layer;
+  std::vector<prune::TokenInfo> ledger;  // one entry per token in `features`
+  std::vector<prune::Growth> growths;    // earlier tokens that absorbed some of this frame's
   int64_t n_tower_tokens = 0;
   bool failed = false;
 };
@@ -212,12 +214,12 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
         const video::ImageTensor& px = *m.pixels;
         at::Tensor pixels =
             at::from_blob(const_cast<float*>(px.data.data()), {1, px.channels, px.height, px.width}, at::kFloat);
-        model::VisionRequest req;
-        req.output_layer = model.feature_layer();
-        model::VisionResult r = model.frame_tower().forward(pixels, req);
-        m.features = model.select_features(r.tokens).squeeze(0);
-        m.n_tower_tokens = m.features.size(0);
-        m.tokens_per_layer = r.tokens_per_layer;
+        prune::EncodedFrame f = im.session.encode_frame(pixels, m.seq, m.t_sec);
+        m.features = f.features;
+        m.ledger = std::move(f.ledger);
+        m.growths = std::move(f.growths);
+        m.n_tower_tokens = f.n_tower_tokens;
+        m.tokens_per_layer = std::move(f.tokens_per_layer);
         m.pixels.reset();
       });
     } else {
@@ -229,7 +231,7 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
     if (!m.failed && !m.eos) m.failed = !im.guarded("projector", [&] { m.features = model.project(m.features); });
     return m;
   });
-  flow::function_node<FrameMsg, flow::continue_msg> memory(g, flow::serial, [&](const FrameMsg& m) {
+  flow::function_node<FrameMsg, flow::continue_msg> memory(g, flow::serial, [&](FrameMsg m) {
     if (m.eos) {
       MD_LOG_DEBUG("pipeline", m.source_id << ": end of stream after " << stats.n_frames_encoded << " frames");
     } else if (!m.failed) {
@@ -240,15 +242,8 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
         ft.tokens = m.features;
         ft.n_tower_tokens = m.n_tower_tokens;
         ft.tokens_per_vision_layer = m.tokens_per_layer;
-        int64_t n = m.features.size(0);
-        bool cls = model.keeps_cls();
-        for (int64_t i = 0; i < n; ++i) {
-          session::LedgerEntry e;
-          e.frame_seq = m.seq;
-          e.t_sec = m.t_sec;
-          e.patch = cls ? i - 1 : i;
-          ft.ledger.push_back(e);
-        }
+        ft.ledger = std::move(m.ledger);
+        ft.growths = std::move(m.growths);
         im.session.add_frame(std::move(ft));
         ++stats.n_frames_encoded;
       });

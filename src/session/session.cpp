@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/error.h"
@@ -17,7 +18,28 @@ double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std
 
 }  // namespace
 
-void Session::add_frame(FrameTokens frame) { frames_.push_back(std::move(frame)); }
+Session::Session(const model::VisionLanguageModel& model, const prune::Chain* chain)
+    : model_(model), chain_(chain ? std::make_unique<prune::Chain>(*chain) : std::make_unique<prune::Chain>()) {}
+
+prune::EncodedFrame Session::encode_frame(const at::Tensor& pixels, int64_t seq, double t_sec) {
+  return chain_->encode_frame(model_, pixels, seq, t_sec);
+}
+
+void Session::add_frame(FrameTokens frame) {
+  for (const auto& g : frame.growths) {
+    int64_t seq = g.id / prune::kIdsPerFrame;
+    auto f = std::find_if(frames_.rbegin(), frames_.rend(), [&](const FrameTokens& x) { return x.seq == seq; });
+    if (f == frames_.rend()) continue;
+    auto e = std::find_if(f->ledger.begin(), f->ledger.end(), [&](const LedgerEntry& x) { return x.id == g.id; });
+    if (e == f->ledger.end()) continue;  // the earlier token was dropped since
+    e->size += g.size;
+    if (g.last_frame > e->last_frame) {
+      e->last_frame = g.last_frame;
+      e->t_last_sec = g.t_last_sec;
+    }
+  }
+  frames_.push_back(std::move(frame));
+}
 
 int64_t Session::n_vision_tokens() const {
   int64_t n = 0;
@@ -32,7 +54,11 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
   st.question = question;
   auto t0 = Clock::now();
   std::vector<at::Tensor> parts;
-  for (const auto& f : frames_) parts.push_back(f.tokens);
+  std::vector<LedgerEntry> ledger;
+  for (const auto& f : frames_) {
+    parts.push_back(f.tokens);
+    ledger.insert(ledger.end(), f.ledger.begin(), f.ledger.end());
+  }
   at::Tensor vision = at::cat(parts, 0);
   model::PromptLayout layout = model_.build_prompt(question, vision.size(0));
   st.n_vision_tokens = layout.n_vision;
@@ -45,8 +71,26 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
 
   const model::LlamaModel& llm = model_.llm();
   model::DenseKvCache cache(llm.n_layers());
-  model::LlmOutput out = model_.prefill(layout, vision, cache);
+  prune::PrefillRun run =
+      chain_->prefill(model_, layout, vision, ledger, static_cast<int64_t>(frames_.size()), cache);
+  const model::LlmOutput& out = run.out;
   st.prefill_ms = ms_since(t0);
+  // Decode stages: right after prefill (step 0) and after each step. The cache lengths at the
+  // eviction tell the decode FLOPs.
+  std::vector<int64_t> kv_lengths = out.tokens_per_layer;
+  int evicted_at = -1;
+  auto decode_stages = [&](int step, model::KvCache& c) {
+    std::vector<int64_t> before;
+    for (int l = 0; l < c.n_layers(); ++l) before.push_back(c.length(l));
+    chain_->after_decode_step(step, c, run);
+    std::vector<int64_t> after;
+    for (int l = 0; l < c.n_layers(); ++l) after.push_back(c.length(l));
+    if (after != before && evicted_at < 0) {
+      evicted_at = step;
+      kv_lengths = after;
+    }
+  };
+  decode_stages(0, cache);
   int64_t n_text = st.n_prompt_tokens - layout.n_vision;
   for (int64_t n : out.tokens_per_layer) st.vision_per_layer.push_back(n - n_text);
 
@@ -70,28 +114,35 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
         st.answer += piece;
         if (on_text && !piece.empty()) on_text(piece);
         return !(stop && stop->load());
-      });
+      },
+      decode_stages);
   st.interrupted = stop && stop->load();
   st.n_generated = static_cast<int64_t>(g.ids.size());
+  st.ids = g.ids;
   st.stopped_by_eos = g.stopped_by_eos;
   st.decode_ms_per_token = g.ids.size() > 1 ? g.decode_ms / static_cast<double>(g.ids.size() - 1) : 0.0;
   st.kv_bytes_peak = cache.peak_bytes();
-  // Layer 0 never evicts: its length tells how many generated tokens were fed back.
-  int64_t fed = llm.n_layers() > 0 ? cache.length(0) - st.n_prompt_tokens : 0;
+  // The ledger of each layer's cache follows every eviction.
   int64_t kv_vision = 0;
-  for (int l = 0; l < llm.n_layers(); ++l) kv_vision += cache.length(l) - n_text - fed;
-  st.n_vision_kv_after_decode = llm.n_layers() > 0 ? kv_vision / llm.n_layers() : 0;
+  for (const auto& layer : run.layer_vision) kv_vision += static_cast<int64_t>(layer.size());
+  st.n_vision_kv_after_decode = run.layer_vision.empty() ? 0 : kv_vision / static_cast<int64_t>(run.layer_vision.size());
 
   // FLOPs of what ran, and of the same prompt without any dropping.
   const model::TextConfig& tc = model_.config().text;
   int64_t steps = std::max<int64_t>(0, st.n_generated - 1);
   st.flops_prefill = model::prefill_flops(tc, out.tokens_per_layer);
-  st.flops_decode = model::decode_flops(tc, out.tokens_per_layer, steps);  // each layer cached what it ran
+  // Each layer cached what it ran; after an eviction at step D the rest runs on the smaller cache.
+  int64_t full_steps = evicted_at < 0 ? steps : std::min<int64_t>(steps, evicted_at);
+  st.flops_decode = model::decode_flops(tc, out.tokens_per_layer, full_steps) +
+                    model::decode_flops(tc, kv_lengths, steps - full_steps);
   int64_t full_prompt = n_text;
   for (const auto& fr : frames_) full_prompt += fr.n_tower_tokens;
   std::vector<int64_t> full(static_cast<size_t>(llm.n_layers()), full_prompt);
   st.flops_prefill_unpruned = model::prefill_flops(tc, full);
   st.flops_decode_unpruned = model::decode_flops(tc, full, steps);
+  st.stages = run.records;
+  prune::attribute_flops(st.stages, model_.config(), {}, out.tokens_per_layer,
+                         model::decode_flops(tc, kv_lengths, steps - full_steps));
   MD_LOG_DEBUG("answer", "generation finished: " << st.n_generated << " tokens");
   return st;
 }

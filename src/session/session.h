@@ -12,17 +12,13 @@
 
 #include "model/generate.h"
 #include "model/vlm.h"
+#include "prune/chain.h"
 
 namespace mustdrop::session {
 
-// Where one remembered vision token came from.
-struct LedgerEntry {
-  int64_t frame_seq = 0;  // sequence number of its frame
-  double t_sec = 0;       // the frame's time
-  int64_t patch = -1;     // original patch index in raster order (-1: CLS)
-  float size = 1;         // originals it stands for (merged tokens > 1)
-  bool in_s = false;      // in the important set S
-};
+// Where one remembered vision token came from (frame, grid position, merged size, frame span,
+// membership in S): the prune module's ledger entry.
+using LedgerEntry = prune::TokenInfo;
 
 // The vision tokens of one encoded frame.
 struct FrameTokens {
@@ -32,11 +28,13 @@ struct FrameTokens {
   std::vector<LedgerEntry> ledger;    // n entries
   int64_t n_tower_tokens = 0;         // tokens out of the tower before any dropping
   std::vector<int64_t> tokens_per_vision_layer;  // tokens each ViT layer processed
+  std::vector<prune::Growth> growths;  // earlier frames' tokens that absorbed tokens of this frame
 };
 
 struct AnswerStats {
   std::string question;
   std::string answer;
+  std::vector<int> ids;                 // generated token ids
   int64_t n_vision_tokens = 0;          // entering the LLM
   int64_t n_prompt_tokens = 0;
   std::vector<int64_t> vision_per_layer;  // vision tokens present in each LLM layer
@@ -52,6 +50,7 @@ struct AnswerStats {
   double flops_decode = 0;
   double flops_prefill_unpruned = 0;
   double flops_decode_unpruned = 0;
+  std::vector<prune::StageRecord> stages;  // prefill and decode stages of this answer
 };
 
 // Receives each piece of answer text as it is generated.
@@ -59,20 +58,29 @@ using TextCallback = std::function<void(const std::string& piece)>;
 
 class Session {
  public:
-  explicit Session(const model::VisionLanguageModel& model) : model_(model) {}
+  // `chain` (copied: its per-stream memory belongs to this session) drops tokens; none: keep all.
+  explicit Session(const model::VisionLanguageModel& model, const prune::Chain* chain = nullptr);
 
-  // Remembers a frame's tokens (frames arrive in sequence order).
+  // Encodes one frame ([1, 3, S, S]) through the tower with the chain's vision stages (frames
+  // must come in sequence order; one caller at a time). Features are not projected yet.
+  prune::EncodedFrame encode_frame(const at::Tensor& pixels, int64_t seq, double t_sec);
+  // Remembers a frame's tokens (frames arrive in sequence order) and grows the earlier tokens
+  // that absorbed some of its tokens.
   void add_frame(FrameTokens frame);
   const std::vector<FrameTokens>& frames() const { return frames_; }
   int64_t n_vision_tokens() const;
+  const prune::Chain& chain() const { return *chain_; }
+  const model::VisionLanguageModel& model() const { return model_; }
 
-  // Answers `question` over every remembered token: prefill, then generation streamed through
-  // `on_text`. `stop` (optional) ends generation early when it becomes true.
+  // Answers `question` over every remembered token: prefill (with the chain's prefill stages),
+  // then generation streamed through `on_text` (with its decode stages). `stop` (optional)
+  // ends generation early when it becomes true.
   AnswerStats answer(const std::string& question, const model::GenerationOptions& options, const TextCallback& on_text,
                      const std::atomic<bool>* stop = nullptr) const;
 
  private:
   const model::VisionLanguageModel& model_;
+  std::unique_ptr<prune::Chain> chain_;
   std::vector<FrameTokens> frames_;
 };
 

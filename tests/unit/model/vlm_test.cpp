@@ -75,7 +75,7 @@ TEST(ClipVision, ClsAttentionEqualsAHandComputation) {
 class DuplicateHook : public VisionHook {
  public:
   DuplicateHook(int src, int dst, bool merge) : src_(src), dst_(dst), merge_(merge) {}
-  void after_layer(int layer, VisionTokens& t) override {
+  void after_layer(int layer, VisionTokens& t, const at::Tensor&) override {
     if (layer != 0) return;
     t.hidden = t.hidden.clone();
     t.hidden.select(1, dst_).copy_(t.hidden.select(1, src_));

@@ -1,0 +1,345 @@
+#include "prune/chain.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+
+#include "core/error.h"
+#include "model/flops.h"
+
+namespace mustdrop::prune {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+bool acts_after(const Needs& needs, int layer) {
+  return std::find(needs.layers.begin(), needs.layers.end(), layer) != needs.layers.end();
+}
+
+// Applies the vision stages at one tower layer to the tokens of one frame (batch of 1).
+class VisionStages : public model::VisionHook {
+ public:
+  VisionStages(std::vector<TokenPruner*> pruners, int n_layers, int feature_layer, int grid,
+               std::vector<TokenInfo>& ledger, std::vector<StageRecord>& records)
+      : pruners_(std::move(pruners)), n_layers_(n_layers), feature_layer_(feature_layer), grid_(grid),
+        ledger_(ledger), records_(records) {}
+
+  void after_layer(int layer, model::VisionTokens& tokens, const at::Tensor& cls_attention) override {
+    for (TokenPruner* p : pruners_) {
+      if (acts_after(p->needs(n_layers_), layer)) run(*p, layer, tokens, cls_attention);
+    }
+  }
+
+  // Runs `p` at `layer` over `tokens` ([1, T, ...]); `cls_attention` [1, T-1] or undefined.
+  void run(TokenPruner& p, int layer, model::VisionTokens& tokens, const at::Tensor& cls_attention) {
+    auto t0 = Clock::now();
+    int64_t n_in = static_cast<int64_t>(ledger_.size());
+    View v;
+    v.stage = p.stage();
+    v.layer = layer;
+    v.tokens = &ledger_;
+    v.hidden = tokens.hidden.select(0, 0);
+    v.grid = grid_;
+    v.has_cls = true;
+    v.n_layers = n_layers_;
+    v.feature_layer = feature_layer_;
+    if (cls_attention.defined()) v.cls_attention = cls_attention.select(0, 0);
+    KeepPlan plan = p.decide(v);
+    at::Tensor hidden = tokens.hidden.select(0, 0), size = tokens.size.select(0, 0);
+    at::Tensor patch = tokens.patch_index.select(0, 0);
+    PlanTarget target;
+    target.merged = {&hidden};
+    target.gathered = {&patch};
+    target.size = &size;
+    target.ledger = &ledger_;
+    target.protect_first = true;
+    std::vector<Growth> g = apply_plan(plan, target, p.name());
+    growths_.insert(growths_.end(), g.begin(), g.end());
+    tokens.hidden = hidden.unsqueeze(0);
+    tokens.size = size.unsqueeze(0);
+    tokens.patch_index = patch.unsqueeze(0);
+    record_stage(records_, p.name(), p.stage(), layer, n_in, static_cast<int64_t>(ledger_.size()), ms_since(t0));
+  }
+
+  std::vector<Growth> growths_;
+
+ private:
+  std::vector<TokenPruner*> pruners_;
+  int n_layers_, feature_layer_, grid_;
+  std::vector<TokenInfo>& ledger_;
+  std::vector<StageRecord>& records_;
+};
+
+// Applies the prefill stages between LLM layers and remembers which vision tokens each layer cached.
+class PrefillStages : public model::LayerHook {
+ public:
+  PrefillStages(std::vector<const TokenPruner*> pruners, const View& base, PrefillRun& run, std::vector<TokenInfo> ledger)
+      : pruners_(std::move(pruners)), base_(base), run_(run), ledger_(std::move(ledger)) {}
+
+  std::vector<int64_t> attention_rows(int layer, int64_t n_tokens) override {
+    std::set<int64_t> rows;
+    View v = view(layer, n_tokens);
+    for (const TokenPruner* p : pruners_) {
+      if (!acts_after(p->needs(base_.n_layers), layer)) continue;
+      for (int64_t r : p->attention_rows(v)) rows.insert(r);
+    }
+    return std::vector<int64_t>(rows.begin(), rows.end());
+  }
+
+  void after_layer(model::LayerState& st) override {
+    run_.layer_vision.push_back(ledger_);  // what this layer cached
+    std::vector<int64_t> rows = attention_rows(st.layer, st.hidden.size(0));
+    for (const TokenPruner* p : pruners_) {
+      if (!acts_after(p->needs(base_.n_layers), st.layer)) continue;
+      auto t0 = Clock::now();
+      int64_t n_in = static_cast<int64_t>(ledger_.size());
+      View v = view(st.layer, st.hidden.size(0));
+      v.hidden = st.hidden;
+      v.rows = rows;
+      v.attention = st.attention;
+      KeepPlan plan = const_cast<TokenPruner*>(p)->decide(v);
+      PlanTarget target;
+      target.merged = {&st.hidden};
+      target.gathered = {&st.positions};
+      target.offset = base_.vision_begin;
+      target.ledger = &ledger_;
+      apply_plan(plan, target, p->name());
+      record_stage(run_.records, p->name(), p->stage(), st.layer, n_in, static_cast<int64_t>(ledger_.size()),
+                   ms_since(t0));
+      // Rows asked for belong to the sequence before this plan; a second pruner at the same
+      // layer sees no attention.
+      rows.clear();
+      st.attention = at::Tensor();
+    }
+  }
+
+  const std::vector<TokenInfo>& ledger() const { return ledger_; }
+
+ private:
+  View view(int layer, int64_t n_tokens) {
+    View v = base_;
+    v.layer = layer;
+    v.tokens = &ledger_;
+    v.n_vision = static_cast<int64_t>(ledger_.size());
+    v.n_tokens = n_tokens;
+    return v;
+  }
+
+  std::vector<const TokenPruner*> pruners_;
+  View base_;
+  PrefillRun& run_;
+  std::vector<TokenInfo> ledger_;
+};
+
+}  // namespace
+
+Chain::Chain(const Chain& other) : name_(other.name_), vision_records_(other.vision_records_) {
+  for (const auto& p : other.pruners_) pruners_.push_back(p->clone());
+}
+
+std::unique_ptr<Chain> Chain::build(const config::PipelineConfig& config, const std::string& origin) {
+  auto chain = std::make_unique<Chain>();
+  chain->name_ = config.name;
+  std::vector<std::string> known = registered_names();
+  std::string list;
+  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+  std::set<std::string> seen;
+  for (const auto& name : config.chain) {
+    auto it = std::find_if(registry().begin(), registry().end(),
+                           [&](const RegistryEntry& e) { return name == e.name; });
+    if (it == registry().end()) {
+      throw ConfigError(origin + ": chain: unknown pruner '" + name + "' (known: " + list + ")");
+    }
+    if (!seen.insert(name).second) throw ConfigError(origin + ": chain: pruner '" + name + "' is listed twice");
+    if (!chain->pruners_.empty() && chain->pruners_.back()->stage() > it->stage) {
+      throw ConfigError(origin + ": chain: '" + name + "' (" + stage_name(it->stage) + ") must come before '" +
+                        chain->pruners_.back()->name() + "' (" + stage_name(chain->pruners_.back()->stage()) +
+                        "): stages run in the order VisionLayer, VisionOutput, Prefill, Decode");
+    }
+    chain->pruners_.push_back(it->make(config));
+  }
+  return chain;
+}
+
+void Chain::add(std::unique_ptr<TokenPruner> pruner) { pruners_.push_back(std::move(pruner)); }
+
+void Chain::reset() {
+  for (auto& p : pruners_) p->reset();
+  vision_records_.clear();
+}
+
+EncodedFrame Chain::encode_frame(const model::VisionLanguageModel& model, const at::Tensor& pixels, int64_t frame_seq,
+                                 double t_sec) {
+  const model::ClipVision& tower = model.frame_tower();
+  const int n_layers = tower.n_layers();
+  const int grid = tower.grid(model.image_size());
+  model::VisionRequest req;
+  req.output_layer = model.feature_layer();
+  std::vector<TokenPruner*> vision;
+  for (auto& p : pruners_) {
+    if (p->stage() != Stage::VisionLayer && p->stage() != Stage::VisionOutput) continue;
+    vision.push_back(p.get());
+    Needs n = p->needs(n_layers);
+    for (int l : n.vision_cls_attention) req.cls_attention_layers.push_back(l < 0 ? n_layers + l : l);
+    req.proportional_attention = req.proportional_attention || n.proportional_attention;
+  }
+
+  // The ledger starts with CLS and the patches in raster order.
+  std::vector<TokenInfo> ledger;
+  for (int64_t i = -1; i < int64_t(grid) * grid; ++i) {
+    TokenInfo e;
+    e.id = frame_seq * kIdsPerFrame + i + 1;
+    e.frame_seq = e.first_frame = e.last_frame = frame_seq;
+    e.patch = i;
+    e.t_first_sec = e.t_last_sec = t_sec;
+    ledger.push_back(e);
+  }
+  std::vector<TokenPruner*> in_tower;
+  for (TokenPruner* p : vision) {
+    if (p->stage() == Stage::VisionLayer) in_tower.push_back(p);
+  }
+  VisionStages stages(in_tower, n_layers, req.output_layer, grid, ledger, vision_records_);
+  req.hook = &stages;
+  model::VisionResult r = tower.forward(pixels, req);
+
+  // Stages at layers past the feature layer (S from the last layer) act on the output tokens
+  // with that layer's CLS row; VisionOutput stages act on the output tokens.
+  for (TokenPruner* p : vision) {
+    if (p->stage() == Stage::VisionOutput) {
+      stages.run(*p, -1, r.tokens, at::Tensor());
+      continue;
+    }
+    Needs needs = p->needs(n_layers);
+    for (int l : needs.layers) {
+      // Past the feature layer only CLS rows are computed: stages there read them, nothing else.
+      bool reads_cls = std::count(req.cls_attention_layers.begin(), req.cls_attention_layers.end(), l) > 0;
+      if (l <= req.output_layer || !reads_cls) continue;
+      auto it = r.cls_attention.find(l);
+      stages.run(*p, l, r.tokens, it == r.cls_attention.end() ? at::Tensor() : it->second);
+    }
+  }
+
+  EncodedFrame f;
+  f.features = model.select_features(r.tokens).select(0, 0);
+  if (!model.keeps_cls()) ledger.erase(ledger.begin());
+  f.ledger = std::move(ledger);
+  f.tokens_per_layer = std::move(r.tokens_per_layer);
+  f.n_tower_tokens = model.tokens_per_frame();
+  f.growths = std::move(stages.growths_);
+  return f;
+}
+
+PrefillRun Chain::prefill(const model::VisionLanguageModel& model, const model::PromptLayout& layout,
+                          const at::Tensor& vision, const std::vector<TokenInfo>& ledger, int64_t n_frames,
+                          model::KvCache& cache) const {
+  if (static_cast<int64_t>(ledger.size()) != layout.n_vision) {
+    throw InternalError("prefill: " + std::to_string(ledger.size()) + " ledger entries for " +
+                        std::to_string(layout.n_vision) + " vision tokens");
+  }
+  PrefillRun run;
+  run.vision_begin = layout.vision_begin;
+  run.n_vision_in = layout.n_vision;
+  model::LlmForward f;
+  f.hidden = model.embed_prompt(layout, vision);
+  f.positions = at::arange(static_cast<int64_t>(layout.ids.size()), at::TensorOptions().dtype(at::kLong));
+  f.cache = &cache;
+
+  std::vector<const TokenPruner*> stages;
+  for (const auto& p : pruners_) {
+    if (p->stage() == Stage::Prefill) stages.push_back(p.get());
+  }
+  View base;
+  base.stage = Stage::Prefill;
+  base.n_layers = model.llm().n_layers();
+  base.vision_begin = layout.vision_begin;
+  base.prompt_embeddings = f.hidden;
+  base.prompt_vision_begin = layout.vision_begin;
+  base.prompt_n_vision = layout.n_vision;
+  base.n_frames = std::max<int64_t>(1, n_frames);
+  PrefillStages hook(stages, base, run, ledger);
+  f.hook = &hook;
+  run.out = model.llm().forward(f);
+  run.final_ids.clear();
+  if (!run.layer_vision.empty()) {
+    for (const auto& e : run.layer_vision.back()) run.final_ids.push_back(e.id);
+  }
+  return run;
+}
+
+void Chain::after_decode_step(int step, model::KvCache& cache, PrefillRun& run) const {
+  for (const auto& p : pruners_) {
+    if (p->stage() != Stage::Decode || !p->acts_at_step(step)) continue;
+    auto t0 = Clock::now();
+    int64_t n_in = 0, n_out = 0;
+    int n_layers = static_cast<int>(run.layer_vision.size());
+    for (int l = 0; l < n_layers; ++l) {
+      std::vector<TokenInfo>& ledger = run.layer_vision[static_cast<size_t>(l)];
+      n_in += static_cast<int64_t>(ledger.size());
+      View v;
+      v.stage = Stage::Decode;
+      v.layer = l;
+      v.n_layers = n_layers;
+      v.tokens = &ledger;
+      v.vision_begin = run.vision_begin;
+      v.n_vision = static_cast<int64_t>(ledger.size());
+      v.n_tokens = cache.length(l);
+      v.step = step;
+      v.final_ids = &run.final_ids;
+      KeepPlan plan = const_cast<TokenPruner*>(p.get())->decide(v);
+      PlanTarget target;
+      target.offset = run.vision_begin;
+      target.ledger = &ledger;
+      target.cache = &cache;
+      target.cache_layer = l;
+      apply_plan(plan, target, p->name());
+      n_out += static_cast<int64_t>(ledger.size());
+    }
+    // Decode records count vision KV entries per layer (mean over layers).
+    int64_t layers = std::max(1, n_layers);
+    record_stage(run.records, p->name(), Stage::Decode, step, n_in / layers, n_out / layers, ms_since(t0));
+  }
+}
+
+void attribute_flops(std::vector<StageRecord>& records, const model::ModelConfig& config,
+                     const std::vector<std::vector<int64_t>>& vision_tokens_per_layer,
+                     const std::vector<int64_t>& llm_tokens_per_layer, double decode_flops) {
+  auto next_layer = [&](const StageRecord& r, int end) {
+    int next = end;
+    for (const auto& o : records) {
+      bool same_part = (o.stage == Stage::Prefill) == (r.stage == Stage::Prefill);
+      if (same_part && o.stage != Stage::Decode && o.layer > r.layer) next = std::min(next, o.layer);
+    }
+    return next;
+  };
+  for (auto& r : records) {
+    r.flops = 0;
+    switch (r.stage) {
+      case Stage::VisionLayer:
+      case Stage::VisionOutput:
+        for (const auto& frame : vision_tokens_per_layer) {
+          int end = static_cast<int>(frame.size()) - 1;
+          for (int l = r.layer + 1; l <= next_layer(r, end) && l <= end && r.stage == Stage::VisionLayer; ++l) {
+            r.flops += model::layer_flops(static_cast<double>(frame[static_cast<size_t>(l)]),
+                                          config.vision.hidden_size, config.vision.intermediate_size);
+          }
+        }
+        break;
+      case Stage::Prefill: {
+        int end = static_cast<int>(llm_tokens_per_layer.size()) - 1;
+        for (int l = r.layer + 1; l <= next_layer(r, end) && l <= end; ++l) {
+          r.flops += model::layer_flops(static_cast<double>(llm_tokens_per_layer[static_cast<size_t>(l)]),
+                                        config.text.hidden_size, config.text.intermediate_size);
+        }
+        break;
+      }
+      case Stage::Decode:
+        r.flops = decode_flops;
+        break;
+    }
+  }
+}
+
+}  // namespace mustdrop::prune

@@ -1,0 +1,94 @@
+// A chain of pruners (pipelines/<name>.yaml) and the places where it meets the model: the
+// vision tower of each frame, the LLM prefill, and the decode loop. Every stage's plan goes
+// through apply_plan(), and every stage is timed and counted the same way.
+//
+// Threading: vision stages run on the encoder (one frame at a time, in order) and keep the
+// stream's memory (temporal windows); prefill/decode stages are separate objects and hold no
+// per-stream memory, so a question may be answered while frames are still encoded.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/pipeline_config.h"
+#include "model/vlm.h"
+#include "prune/apply.h"
+#include "prune/pruner.h"
+
+namespace mustdrop::prune {
+
+// One frame through the tower with the vision stages.
+struct EncodedFrame {
+  at::Tensor features;                    // [n, Dv] tower features (CLS only if the model keeps it)
+  std::vector<TokenInfo> ledger;          // n entries
+  std::vector<int64_t> tokens_per_layer;  // tokens each ViT layer processed
+  int64_t n_tower_tokens = 0;             // vision tokens of a frame without dropping
+  std::vector<Growth> growths;            // earlier frames' tokens that absorbed tokens of this frame
+};
+
+// A prefill with the prefill stages, and what the decode stages need afterwards.
+struct PrefillRun {
+  model::LlmOutput out;
+  int64_t vision_begin = 0;
+  int64_t n_vision_in = 0;                          // vision tokens entering the LLM
+  std::vector<std::vector<TokenInfo>> layer_vision;  // per layer: the vision tokens in its cache, in order
+  std::vector<int64_t> final_ids;                   // ids of vision tokens that reached the last layer
+  std::vector<StageRecord> records;                 // prefill and decode stages of this answer
+};
+
+class Chain {
+ public:
+  // Builds the pruners named in config.chain (registry.cpp). Throws ConfigError naming
+  // `origin` for an unknown name, a stage out of order, or a pruner listed twice.
+  static std::unique_ptr<Chain> build(const config::PipelineConfig& config, const std::string& origin);
+  // An empty chain: no dropping.
+  Chain() = default;
+  Chain(const Chain& other);
+  Chain& operator=(const Chain&) = delete;
+
+  const std::string& name() const { return name_; }
+  const std::vector<std::unique_ptr<TokenPruner>>& pruners() const { return pruners_; }
+  // Adds a pruner at the end (tests compose chains by hand).
+  void add(std::unique_ptr<TokenPruner> pruner);
+
+  // Runs the tower over one frame ([1, 3, S, S]) with the vision stages and the frame's ledger.
+  EncodedFrame encode_frame(const model::VisionLanguageModel& model, const at::Tensor& pixels, int64_t frame_seq,
+                            double t_sec);
+  // Prefill of `layout` with vision block `vision` ([n_vision, Dt], described by `ledger`) and
+  // the prefill stages; positions stay the original ones.
+  PrefillRun prefill(const model::VisionLanguageModel& model, const model::PromptLayout& layout,
+                     const at::Tensor& vision, const std::vector<TokenInfo>& ledger, int64_t n_frames,
+                     model::KvCache& cache) const;
+  // Decode stages due after `step` decode steps (0: right after prefill) act on `cache`.
+  void after_decode_step(int step, model::KvCache& cache, PrefillRun& run) const;
+  // Vision-stage records summed over the frames encoded so far.
+  const std::vector<StageRecord>& vision_records() const { return vision_records_; }
+  // Forgets per-stream memory and records (a new stream).
+  void reset();
+
+ private:
+  std::string name_ = "none";
+  std::vector<std::unique_ptr<TokenPruner>> pruners_;
+  std::vector<StageRecord> vision_records_;
+};
+
+// Fills each record's `flops`: the FLOPs of the layers its output fed, up to the next stage of
+// the same part, from the tokens each layer processed (vision: per frame, summed); Decode
+// records get `decode_flops` (the decode steps over the evicted cache).
+void attribute_flops(std::vector<StageRecord>& records, const model::ModelConfig& config,
+                     const std::vector<std::vector<int64_t>>& vision_tokens_per_layer,
+                     const std::vector<int64_t>& llm_tokens_per_layer, double decode_flops);
+
+// The registry (registry.cpp): every pruner, by name.
+struct RegistryEntry {
+  const char* name;
+  Stage stage;
+  std::unique_ptr<TokenPruner> (*make)(const config::PipelineConfig& config);
+};
+const std::vector<RegistryEntry>& registry();
+std::vector<std::string> registered_names();
+
+}  // namespace mustdrop::prune

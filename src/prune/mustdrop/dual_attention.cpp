@@ -1,0 +1,80 @@
+#include "prune/mustdrop/dual_attention.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace mustdrop::prune {
+
+at::Tensor text_to_vision(const View& v, const std::vector<int64_t>& rows_wanted) {
+  if (!v.attention.defined()) throw InternalError("prefill stage at layer " + std::to_string(v.layer) + ": no attention");
+  std::vector<int64_t> at_rows;
+  for (int64_t r : rows_wanted) {
+    auto it = std::find(v.rows.begin(), v.rows.end(), r);
+    if (it == v.rows.end()) throw InternalError("prefill stage: attention row " + std::to_string(r) + " missing");
+    at_rows.push_back(it - v.rows.begin());
+  }
+  at::Tensor a = v.attention.index_select(0, at::tensor(at_rows, at::TensorOptions().dtype(at::kLong)));
+  return a.narrow(1, v.vision_begin, v.n_vision).to(at::kDouble);
+}
+
+std::vector<int64_t> keep_top_with_s(const at::Tensor& scores, int64_t budget, const std::vector<TokenInfo>& tokens) {
+  at::Tensor s = scores.to(at::kDouble).clone();
+  std::vector<int64_t> important = important_indices(tokens);
+  for (int64_t i : important) s[i] = -std::numeric_limits<double>::infinity();  // taken anyway
+  int64_t others = std::max<int64_t>(0, budget - static_cast<int64_t>(important.size()));
+  return with_important(top_k_ascending(s, others), tokens);
+}
+
+Needs DualAttention::needs(int) const {
+  Needs n;
+  n.layers = o_.layers;
+  return n;
+}
+
+std::vector<int64_t> DualAttention::attention_rows(const View& v) const {
+  std::vector<int64_t> rows;
+  for (int64_t r = v.vision_begin + v.n_vision; r < v.n_tokens; ++r) rows.push_back(r);
+  return rows;
+}
+
+KeepPlan DualAttention::decide(const View& v) {
+  const std::vector<TokenInfo>& tokens = *v.tokens;
+  const int64_t n = v.n_vision;
+  if (n == 0) return KeepPlan{};
+  std::vector<int64_t> text = attention_rows(v);
+  if (text.empty()) return KeepPlan::keep_all(n);
+  at::Tensor m = text_to_vision(v, text);          // [T, n_v]
+  at::Tensor global = m.sum(0);                    // [n_v]
+  double total = global.sum().item<double>();
+  at::Tensor share = total > 0 ? global / total : global;
+  at::Tensor local = std::get<0>(m.max(0));
+  KeepPlan plan;
+  if (o_.target_tokens_per_frame > 0) {
+    at::Tensor rank = o_.global_threshold > 0 ? share / o_.global_threshold : share;
+    if (o_.local_threshold > 0) rank = at::maximum(rank, local / o_.local_threshold);
+    plan.keep = keep_top_with_s(rank, frame_budget(o_.target_tokens_per_frame, v.n_frames, n), tokens);
+    return plan;
+  }
+  // Kept unless both scores are below their thresholds.
+  at::Tensor keep = (share >= o_.global_threshold).logical_or(local >= o_.local_threshold).contiguous();
+  const bool* k = keep.data_ptr<bool>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (k[i] || tokens[size_t(i)].in_s) plan.keep.push_back(i);
+  }
+  return plan;
+}
+
+int64_t DualAttention::max_kept(const View& v) const {
+  if (o_.target_tokens_per_frame <= 0) return v.n_vision;
+  int64_t s = static_cast<int64_t>(important_indices(*v.tokens).size());
+  return std::max(s, frame_budget(o_.target_tokens_per_frame, v.n_frames, v.n_vision));
+}
+
+std::unique_ptr<TokenPruner> make_dual_attention(const config::PipelineConfig& config) {
+  return std::make_unique<DualAttention>(config.mustdrop.dual_attention);
+}
+
+}  // namespace mustdrop::prune

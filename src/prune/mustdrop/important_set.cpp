@@ -1,0 +1,40 @@
+#include "prune/mustdrop/important_set.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace mustdrop::prune {
+
+Needs ImportantSet::needs(int n_layers) const {
+  Needs n;
+  int layer = o_.layer < 0 ? n_layers + o_.layer : o_.layer;
+  n.layers = {layer};
+  n.vision_cls_attention = {layer};
+  return n;
+}
+
+int64_t ImportantSet::set_size(int64_t n_vision) const {
+  // A small guard keeps 0.08 * 575 style products from rounding up past the exact value.
+  return std::min<int64_t>(n_vision, static_cast<int64_t>(std::ceil(o_.ratio * static_cast<double>(n_vision) - 1e-9)));
+}
+
+KeepPlan ImportantSet::decide(const View& v) {
+  const int64_t n = static_cast<int64_t>(v.tokens->size());
+  KeepPlan plan = KeepPlan::keep_all(n);
+  if (!v.cls_attention.defined()) {
+    throw InternalError("mustdrop.important_set: no CLS attention at ViT layer " + std::to_string(v.layer));
+  }
+  // cls_attention covers tokens 1..n-1 (CLS is token 0 and never in S).
+  const int64_t n_vision = n - 1;
+  for (int64_t i : top_k_ascending(v.cls_attention, set_size(n_vision))) plan.important.push_back(i + 1);
+  return plan;
+}
+
+std::unique_ptr<TokenPruner> make_important_set(const config::PipelineConfig& config) {
+  return std::make_unique<ImportantSet>(config.mustdrop.important_set);
+}
+
+}  // namespace mustdrop::prune

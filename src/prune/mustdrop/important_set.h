@@ -1,0 +1,30 @@
+// mustdrop.important_set: the set S of each frame, from the CLS->patch attention of one ViT
+// layer (the last by default), averaged over heads: the top ceil(rho * N_v) tokens. It drops
+// nothing; every later stage must keep S (apply_plan enforces it), across frames included.
+#pragma once
+
+#include <memory>
+
+#include "config/pipeline_config.h"
+#include "prune/pruner.h"
+
+namespace mustdrop::prune {
+
+class ImportantSet : public TokenPruner {
+ public:
+  explicit ImportantSet(const config::ImportantSetOptions& options) : o_(options) {}
+  std::string name() const override { return "mustdrop.important_set"; }
+  Stage stage() const override { return Stage::VisionLayer; }
+  Needs needs(int n_layers) const override;
+  KeepPlan decide(const View& view) override;
+  std::unique_ptr<TokenPruner> clone() const override { return std::make_unique<ImportantSet>(*this); }
+  // |S| for a frame of n_v vision tokens.
+  int64_t set_size(int64_t n_vision) const;
+
+ private:
+  config::ImportantSetOptions o_;
+};
+
+std::unique_ptr<TokenPruner> make_important_set(const config::PipelineConfig& config);
+
+}  // namespace mustdrop::prune
