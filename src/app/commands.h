@@ -40,6 +40,24 @@ struct RunArgs {
 // `mustdrop run`: encode the video once, answer every question with streamed tokens.
 int run_run(const RunArgs& args, config::Config config);
 
+struct BenchArgs {
+  std::string model_dir;                // or preset
+  std::string preset;
+  int llm_layers = 0;                   // preset: decoder layers (0 = the preset's)
+  int vision_layers = 0;
+  std::string video;
+  std::string question;
+  std::vector<std::string> pipelines;   // pipeline YAML paths; `none` is added when missing
+  int repeats = 3;                      // timed runs per pipeline (the median is reported)
+  int warmup = 1;                       // untimed runs of the reference pipeline first
+  int frames = -1;                      // -1 = from config
+  int max_new_tokens = 16;
+  std::string json_path;
+};
+
+// `mustdrop bench`: pipelines side by side on the same frames and question (markdown table).
+int run_bench(const BenchArgs& args, config::Config config);
+
 struct BenchIngestArgs {
   std::string input;      // "" = generate a 1080p30 H.264 clip
   double seconds = 20.0;  // length of the generated clip

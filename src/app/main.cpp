@@ -74,8 +74,29 @@ int run(int argc, char** argv) {
   run_cmd->add_option("--seed", run.seed, "sampling seed (default: generation.seed)")->check(CLI::Range(0, 2147483647));
   run_cmd->add_option("--json", run.json_path, "write a JSON report (tokens, FLOPs, timings, memory) to this path");
 
-  CLI::App* bench_cmd = cli.add_subcommand("bench", "benchmarks");
-  bench_cmd->require_subcommand(1);
+  BenchArgs bench;
+  CLI::App* bench_cmd = cli.add_subcommand(
+      "bench", "run pipelines side by side on the same frames and question; print a markdown table "
+               "(tokens, FLOPs, times, memory, answer agreement with none); `bench ingest` measures video input");
+  bench_cmd->require_subcommand(0, 1);
+  bench_cmd->add_option("--model", bench.model_dir, "Hugging Face model directory (default: $MUSTDROP_MODEL, then model.dir)");
+  auto* bench_preset = bench_cmd->add_option("--preset", bench.preset,
+                                             "shape preset with random weights instead of a directory "
+                                             "(llava-1.5-7b, llava-1.5-13b, video-llava-7b); adds full-depth FLOPs");
+  bench_cmd->add_option("--llm-layers", bench.llm_layers, "with --preset: decoder layers")->needs(bench_preset);
+  bench_cmd->add_option("--vision-layers", bench.vision_layers, "with --preset: vision tower layers")->needs(bench_preset);
+  bench_cmd->add_option("--video", bench.video, "video file, image directory or URL to sample frames from");
+  bench_cmd->add_option("--question,-q", bench.question, "the question every pipeline answers");
+  bench_cmd->add_option("--pipelines", bench.pipelines, "pipeline YAMLs, comma-separated (none is added if missing)")
+      ->delimiter(',');
+  bench_cmd->add_option("--repeats", bench.repeats, "timed runs per pipeline; the median is reported (default 3)")
+      ->check(CLI::Range(1, 1000));
+  bench_cmd->add_option("--warmup", bench.warmup, "untimed runs of none first (default 1)")->check(CLI::Range(0, 1000));
+  bench_cmd->add_option("--frames", bench.frames, "frames to sample (default: video.sampler.frames)")
+      ->check(CLI::Range(1, 100000));
+  bench_cmd->add_option("--max-new-tokens", bench.max_new_tokens, "tokens generated per answer (default 16)")
+      ->check(CLI::Range(1, 100000));
+  bench_cmd->add_option("--json", bench.json_path, "also write every row (and per-stage records) as JSON here");
   BenchIngestArgs ingest;
   CLI::App* ingest_cmd = bench_cmd->add_subcommand(
       "ingest", "decode, sample and preprocess every frame of a 1080p clip; compare with the ffmpeg CLI");
@@ -98,6 +119,10 @@ int run(int argc, char** argv) {
   if (*probe_cmd) return run_probe(probe, config);
   if (*run_cmd) return run_run(run, config);
   if (*ingest_cmd) return run_bench_ingest(ingest, config);
+  if (*bench_cmd) {
+    if (bench.video.empty() || bench.question.empty()) throw ConfigError("bench: give --video and --question");
+    return run_bench(bench, config);
+  }
   if (*config_cmd) {
     std::cout << config::to_yaml(config);
     return kExitOk;

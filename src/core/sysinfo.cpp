@@ -20,4 +20,11 @@ void tune_allocator() {
   mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
 }
 
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return static_cast<bool>(f);
+}
+
 }  // namespace mustdrop

@@ -119,6 +119,7 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
   st.interrupted = stop && stop->load();
   st.n_generated = static_cast<int64_t>(g.ids.size());
   st.ids = g.ids;
+  st.first_logits = out.logits;
   st.stopped_by_eos = g.stopped_by_eos;
   st.decode_ms_per_token = g.ids.size() > 1 ? g.decode_ms / static_cast<double>(g.ids.size() - 1) : 0.0;
   st.kv_bytes_peak = cache.peak_bytes();

@@ -35,6 +35,7 @@ struct AnswerStats {
   std::string question;
   std::string answer;
   std::vector<int> ids;                 // generated token ids
+  at::Tensor first_logits;              // [1, vocab] the prefill's last row (the first token's scores)
   int64_t n_vision_tokens = 0;          // entering the LLM
   int64_t n_prompt_tokens = 0;
   std::vector<int64_t> vision_per_layer;  // vision tokens present in each LLM layer

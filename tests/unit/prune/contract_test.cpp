@@ -1,1 +1,248 @@
+// The contract every registered pruner keeps, checked with one case list on the generated
+// tiny model: it respects its budget, never drops text or S, is deterministic, its clone is
+// independent of the original, and with keep-all settings the answer equals `none` exactly.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "config/pipeline_config.h"
+#include "core/sysinfo.h"
+#include "model/tiny_model.h"
+#include "prune/chain.h"
+#include "session/session.h"
+#include "support/test_support.h"
+
+namespace mustdrop {
+namespace {
+
+using prune::Chain;
+using prune::KeepPlan;
+using prune::TokenPruner;
+using prune::View;
+
+// Per pruner: a configuration with a real budget, and one that keeps everything.
+struct Case {
+  std::string budget_yaml;
+  std::string keep_all_yaml;
+};
+
+const std::map<std::string, Case>& cases() {
+  static const std::map<std::string, Case> c = {
+      {"mustdrop.lsm",
+       {"mustdrop: {lsm: {threshold: 0.5, temporal_frames: 3, temporal_threshold: 0.5}}",
+        "mustdrop: {lsm: {threshold: 2.0, temporal_frames: 1}}"}},
+      {"mustdrop.important_set", {"mustdrop: {important_set: {ratio: 0.2}}", "mustdrop: {important_set: {ratio: 0.08}}"}},
+      {"mustdrop.dual_attention",
+       {"mustdrop: {dual_attention: {layers: [1], target_tokens_per_frame: 40}}",
+        "mustdrop: {dual_attention: {layers: [1, 2], global_threshold: 0, local_threshold: 0}}"}},
+      {"mustdrop.kv_evict", {"mustdrop: {kv_evict: {layer: 1}}", "mustdrop: {kv_evict: {layer: 1000}}"}},
+      {"fastv", {"fastv: {k: 2, keep_tokens_per_frame: 30}", "fastv: {k: 2, keep_ratio: 1.0}"}},
+      {"tome", {"tome: {target_tokens_per_frame: 300}", "tome: {r: 0}"}},
+      {"sparsevlm",
+       {"sparsevlm: {layers: [1, 2], target_tokens_per_frame: 50}", "sparsevlm: {layers: [1], target_tokens_per_frame: 100000}"}},
+      {"random", {"random: {layer: 1, keep_tokens_per_frame: 25, seed: 7}", "random: {layer: 1, keep_ratio: 1.0}"}},
+  };
+  return c;
+}
+
+const model::VisionLanguageModel& tiny() {
+  static std::unique_ptr<model::VisionLanguageModel> m = [] {
+    tune_allocator();
+    std::string dir = test::temp_dir() + "/contract-tiny";
+    model::TinyModelOptions o;
+    o.seed = 5;
+    model::write_tiny_model(dir, o);
+    return model::VisionLanguageModel::load(dir);
+  }();
+  return *m;
+}
+
+// Frames with flat regions (LSM material) and textured ones; `variant` changes the texture.
+at::Tensor frame(int variant) {
+  int s = tiny().image_size();
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(100 + variant);
+  at::Tensor px = at::normal(0.0, 1.0, {1, 3, s, s}, gen);
+  px.narrow(3, 0, s / 2).fill_(0.3);  // left half flat
+  return px;
+}
+
+// Wraps a pruner and checks every plan it makes against the contract while the chain runs.
+class Checked : public TokenPruner {
+ public:
+  explicit Checked(std::unique_ptr<TokenPruner> inner, std::shared_ptr<int> calls = std::make_shared<int>(0))
+      : calls(std::move(calls)), inner_(std::move(inner)) {}
+  std::string name() const override { return inner_->name(); }
+  prune::Stage stage() const override { return inner_->stage(); }
+  prune::Needs needs(int n) const override { return inner_->needs(n); }
+  std::vector<int64_t> attention_rows(const View& v) const override { return inner_->attention_rows(v); }
+  bool acts_at_step(int step) const override { return inner_->acts_at_step(step); }
+  int64_t max_kept(const View& v) const override { return inner_->max_kept(v); }
+  // Clones share the call counter (a session runs its own copy of the chain).
+  std::unique_ptr<TokenPruner> clone() const override { return std::make_unique<Checked>(inner_->clone(), calls); }
+  void reset() override { inner_->reset(); }
+  KeepPlan decide(const View& v) override {
+    int64_t bound = inner_->max_kept(v);
+    KeepPlan plan = inner_->decide(v);
+    ++*calls;
+    EXPECT_LE(static_cast<int64_t>(plan.keep.size()), bound) << name() << " over its budget at layer " << v.layer;
+    std::set<int64_t> kept(plan.keep.begin(), plan.keep.end());
+    for (size_t i = 0; i < v.tokens->size(); ++i) {
+      if ((*v.tokens)[i].in_s) {
+        EXPECT_TRUE(kept.count(static_cast<int64_t>(i))) << name() << " dropped S";
+      }
+    }
+    return plan;
+  }
+  std::shared_ptr<int> calls;  // decisions made by this pruner and its clones
+
+ private:
+  std::unique_ptr<TokenPruner> inner_;
+};
+
+config::PipelineConfig parse(const std::string& chain, const std::string& knobs) {
+  return config::load_pipeline_string("chain: [" + chain + "]\n" + knobs, "contract case");
+}
+
+// The chain under test: important_set first for later stages (so there is an S to protect),
+// after it for ViT stages that act before S exists.
+std::unique_ptr<Chain> chain_for(const std::string& name, const std::string& knobs, bool checked) {
+  const prune::RegistryEntry* e = nullptr;
+  for (const auto& r : prune::registry()) {
+    if (name == r.name) e = &r;
+  }
+  config::PipelineConfig cfg = parse(name, knobs);
+  auto chain = std::make_unique<Chain>();
+  auto s = prune::Chain::build(parse("mustdrop.important_set", ""), "contract case");
+  bool s_first = e->stage == prune::Stage::Prefill || e->stage == prune::Stage::Decode;
+  if (s_first && name != "mustdrop.important_set") chain->add(s->pruners().front()->clone());
+  std::unique_ptr<TokenPruner> p = e->make(cfg);
+  if (checked) p = std::make_unique<Checked>(std::move(p));
+  chain->add(std::move(p));
+  if (!s_first && name != "mustdrop.important_set") chain->add(s->pruners().front()->clone());
+  return chain;
+}
+
+struct Outcome {
+  std::vector<int> ids;
+  session::AnswerStats stats;
+  std::vector<std::vector<prune::TokenInfo>> frame_ledgers;
+};
+
+Outcome answer_with(const Chain& chain, int n_frames = 2) {
+  c10::InferenceMode guard;
+  const model::VisionLanguageModel& m = tiny();
+  session::Session s(m, &chain);
+  Outcome o;
+  for (int i = 0; i < n_frames; ++i) {
+    prune::EncodedFrame f = s.encode_frame(frame(i % 2), i, 0.5 * i);
+    session::FrameTokens ft;
+    ft.seq = i;
+    ft.tokens = m.project(f.features);
+    ft.ledger = f.ledger;
+    ft.growths = f.growths;
+    ft.n_tower_tokens = f.n_tower_tokens;
+    ft.tokens_per_vision_layer = f.tokens_per_layer;
+    o.frame_ledgers.push_back(f.ledger);
+    s.add_frame(std::move(ft));
+  }
+  model::GenerationOptions g;
+  g.max_new_tokens = 8;
+  o.stats = s.answer("What is on the left?", g, nullptr);
+  o.ids = o.stats.ids;
+  return o;
+}
+
+TEST(PrunerContract, EveryRegisteredPrunerHasACase) {
+  std::set<std::string> registered, listed;
+  for (const auto& r : prune::registry()) registered.insert(r.name);
+  for (const auto& [name, c] : cases()) listed.insert(name);
+  EXPECT_EQ(registered, listed);
+}
+
+class Contract : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Contract, RespectsItsBudgetAndNeverDropsSOrText) {
+  const std::string name = GetParam();
+  auto chain = chain_for(name, cases().at(name).budget_yaml, true);
+  Outcome o = answer_with(*chain);
+  const auto* checked = dynamic_cast<const Checked*>(
+      std::find_if(chain->pruners().begin(), chain->pruners().end(), [&](const auto& p) { return p->name() == name; })
+          ->get());
+  ASSERT_NE(checked, nullptr);
+  // Each frame's S reached the LLM's first layer, all of it.
+  int64_t s_total = 0;
+  for (const auto& ledger : o.frame_ledgers) {
+    for (const auto& e : ledger) s_total += e.in_s ? 1 : 0;
+  }
+  EXPECT_GT(s_total, 0);
+  // Text: every layer's cache holds all sys + text tokens (prompt minus its vision block).
+  int64_t n_text = o.stats.n_prompt_tokens - o.stats.n_vision_tokens;
+  for (int64_t v : o.stats.vision_per_layer) EXPECT_GE(v, 0);
+  EXPECT_EQ(static_cast<int64_t>(o.stats.vision_per_layer.size()), tiny().llm().n_layers());
+  EXPECT_GT(n_text, 0);
+  EXPECT_LE(o.stats.n_vision_kv_after_decode, o.stats.n_vision_tokens);
+  EXPECT_GT(*checked->calls, 0) << name << " never acted";
+}
+
+TEST_P(Contract, IsDeterministic) {
+  const std::string name = GetParam();
+  Outcome a = answer_with(*chain_for(name, cases().at(name).budget_yaml, false));
+  Outcome b = answer_with(*chain_for(name, cases().at(name).budget_yaml, false));
+  EXPECT_EQ(a.ids, b.ids);
+  EXPECT_EQ(a.stats.vision_per_layer, b.stats.vision_per_layer);
+  EXPECT_EQ(a.stats.n_vision_kv_after_decode, b.stats.n_vision_kv_after_decode);
+  ASSERT_EQ(a.frame_ledgers.size(), b.frame_ledgers.size());
+  for (size_t i = 0; i < a.frame_ledgers.size(); ++i) {
+    ASSERT_EQ(a.frame_ledgers[i].size(), b.frame_ledgers[i].size());
+    for (size_t j = 0; j < a.frame_ledgers[i].size(); ++j) EXPECT_EQ(a.frame_ledgers[i][j].id, b.frame_ledgers[i][j].id);
+  }
+}
+
+TEST_P(Contract, CloneIsIndependentOfTheOriginal) {
+  const std::string name = GetParam();
+  c10::InferenceMode guard;
+  const model::VisionLanguageModel& m = tiny();
+  auto original = chain_for(name, cases().at(name).budget_yaml, false);
+  auto fresh = chain_for(name, cases().at(name).budget_yaml, false);
+  original->encode_frame(m, frame(0), 0, 0.0);
+  fresh->encode_frame(m, frame(0), 0, 0.0);
+  Chain copy(*original);
+  // The original goes on with a frame the copy never sees...
+  original->encode_frame(m, frame(5), 1, 0.5);
+  // ...and the copy must still behave like a chain that saw only frame 0.
+  prune::EncodedFrame a = copy.encode_frame(m, frame(1), 1, 0.5);
+  prune::EncodedFrame b = fresh->encode_frame(m, frame(1), 1, 0.5);
+  ASSERT_EQ(a.ledger.size(), b.ledger.size());
+  EXPECT_TRUE(at::equal(a.features, b.features));
+  EXPECT_EQ(a.growths.size(), b.growths.size());
+}
+
+TEST_P(Contract, KeepAllSettingsEqualNone) {
+  const std::string name = GetParam();
+  Outcome none = answer_with(Chain());
+  Outcome same = answer_with(*chain_for(name, cases().at(name).keep_all_yaml, true));
+  double diff = (same.stats.first_logits - none.stats.first_logits).abs().max().item<double>();
+  EXPECT_LE(diff, 1e-6) << name << " with keep-all settings changed the logits";
+  EXPECT_EQ(same.ids, none.ids);
+  EXPECT_EQ(same.stats.vision_per_layer, none.stats.vision_per_layer);
+  EXPECT_EQ(same.stats.n_vision_kv_after_decode, none.stats.n_vision_kv_after_decode);
+  EXPECT_EQ(same.stats.n_vision_tokens, none.stats.n_vision_tokens);
+}
+
+std::vector<std::string> names() {
+  std::vector<std::string> out;
+  for (const auto& [name, c] : cases()) out.push_back(name);
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Registered, Contract, ::testing::ValuesIn(names()), [](const auto& info) {
+  std::string n = info.param;
+  for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return n;
+});
+
+}  // namespace
+}  // namespace mustdrop

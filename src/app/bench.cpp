@@ -1,0 +1,263 @@
+// `mustdrop bench`: the same sampled frames and question through every pipeline, side by side
+// in one process: tokens, FLOPs, times, memory, and whether the answer starts like `none`'s.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "app/commands.h"
+#include "app/exit_codes.h"
+#include "app/report.h"
+#include "config/pipeline_config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/sysinfo.h"
+#include "model/flops.h"
+#include "model/presets.h"
+#include "video/preprocess.h"
+#include "video/sampler.h"
+#include "video/source.h"
+
+namespace mustdrop::app {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+constexpr size_t kMatchTokens = 16;  // answers are compared on their first 16 tokens
+
+struct Sampled {
+  std::vector<video::ImageTensor> pixels;
+  std::vector<double> t_sec;
+};
+
+Sampled sample_frames(const std::string& video, const config::Config& config, int image_size) {
+  std::unique_ptr<video::Source> source = video::open_source(video, config.video);
+  std::unique_ptr<video::Sampler> sampler = video::make_sampler(config.video.sampler);
+  config::PreprocessConfig pre = config.video.preprocess;
+  pre.size = image_size;
+  video::Preprocessor preprocess(pre);
+  Sampled s;
+  while (std::optional<video::Frame> f = sampler->next(*source)) {
+    s.t_sec.push_back(f->t_sec);
+    s.pixels.push_back(preprocess(*f));
+  }
+  if (s.pixels.empty()) throw InputError(video + ": no frame could be decoded");
+  return s;
+}
+
+// One pipeline's measurements (one repeat).
+struct Measure {
+  Accounting acc;
+  double vit_ms = 0, prefill_ms = 0, ttft_ms = 0, decode_ms_per_token = 0;
+  int64_t kv_bytes_peak = 0, peak_rss = 0;
+  std::vector<int> ids;
+  double flops_full_depth = 0;  // preset runs: the same token counts extended to the full depth
+};
+
+// FLOPs of vision + prefill at `full`'s depth, from the per-layer counts that ran: layers past
+// the depth that ran keep the last count (stages configured deeper are not counted: this
+// understates what deeper stages would save).
+double full_depth_flops(const model::ModelConfig& full, const session::Session& s,
+                        const std::vector<int64_t>& llm_tokens_per_layer) {
+  auto extend = [](const std::vector<int64_t>& v, int depth) {
+    std::vector<int64_t> out(static_cast<size_t>(depth), v.empty() ? 0 : v.back());
+    for (size_t i = 0; i < v.size() && i < out.size(); ++i) out[i] = v[i];
+    return out;
+  };
+  double total = 0;
+  for (const auto& f : s.frames()) {
+    total += model::vision_flops(full.vision, 1, extend(f.tokens_per_vision_layer, full.vision.num_hidden_layers));
+  }
+  return total + model::prefill_flops(full.text, extend(llm_tokens_per_layer, full.text.num_hidden_layers));
+}
+
+Measure measure_once(const model::VisionLanguageModel& model, const prune::Chain& chain, const Sampled& frames,
+                     const std::string& question, const model::GenerationOptions& gen,
+                     const model::ModelConfig* full) {
+  c10::InferenceMode guard;
+  reset_peak_rss();
+  Measure m;
+  session::Session s(model, &chain);
+  auto t0 = Clock::now();
+  for (size_t i = 0; i < frames.pixels.size(); ++i) {
+    const video::ImageTensor& px = frames.pixels[i];
+    at::Tensor pixels =
+        at::from_blob(const_cast<float*>(px.data.data()), {1, px.channels, px.height, px.width}, at::kFloat);
+    prune::EncodedFrame f = s.encode_frame(pixels, static_cast<int64_t>(i), frames.t_sec[i]);
+    session::FrameTokens ft;
+    ft.seq = static_cast<int64_t>(i);
+    ft.t_sec = frames.t_sec[i];
+    ft.tokens = model.project(f.features);
+    ft.ledger = std::move(f.ledger);
+    ft.growths = std::move(f.growths);
+    ft.n_tower_tokens = f.n_tower_tokens;
+    ft.tokens_per_vision_layer = std::move(f.tokens_per_layer);
+    s.add_frame(std::move(ft));
+  }
+  m.vit_ms = ms_since(t0);
+  session::AnswerStats a = s.answer(question, gen, nullptr);
+  m.acc = account(s, &a);
+  m.prefill_ms = a.prefill_ms;
+  m.ttft_ms = a.ttft_ms;
+  m.decode_ms_per_token = a.decode_ms_per_token;
+  m.kv_bytes_peak = a.kv_bytes_peak;
+  m.ids = a.ids;
+  m.peak_rss = peak_rss_bytes();
+  if (full) {
+    std::vector<int64_t> llm;
+    int64_t n_text = a.n_prompt_tokens - a.n_vision_tokens;
+    for (int64_t v : a.vision_per_layer) llm.push_back(v + n_text);
+    m.flops_full_depth = full_depth_flops(*full, s, llm);
+  }
+  return m;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n == 0 ? 0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+}  // namespace
+
+int run_bench(const BenchArgs& args, config::Config config) {
+  if (!args.preset.empty() && !args.model_dir.empty()) throw ConfigError("bench: give --model or --preset, not both");
+  if (args.pipelines.empty()) throw ConfigError("bench: give --pipelines a.yaml,b.yaml,...");
+  if (args.frames > 0) config.video.sampler.frames = args.frames;
+  // Pipelines first: a bad YAML fails before the model loads.
+  struct Entry {
+    std::string path;
+    config::PipelineConfig config;
+    std::unique_ptr<prune::Chain> chain;
+  };
+  std::vector<Entry> entries;
+  for (const auto& path : args.pipelines) {
+    Entry e{path, config::load_pipeline(path), nullptr};
+    e.chain = prune::Chain::build(e.config, path);
+    entries.push_back(std::move(e));
+  }
+  auto is_none = [](const Entry& e) { return e.config.chain.empty(); };
+  if (std::none_of(entries.begin(), entries.end(), is_none)) {
+    Entry e{"(built in)", config::PipelineConfig{}, nullptr};
+    e.chain = prune::Chain::build(e.config, e.path);
+    entries.insert(entries.begin(), std::move(e));  // the reference every ratio is against
+  }
+  size_t ref = static_cast<size_t>(std::find_if(entries.begin(), entries.end(), is_none) - entries.begin());
+
+  std::string model_dir = args.preset.empty() ? resolve_model_dir(args.model_dir, config) : "preset:" + args.preset;
+  auto model = load_model(model_dir, args.preset, args.llm_layers, args.vision_layers, config);
+  std::unique_ptr<model::ModelConfig> full;
+  if (!args.preset.empty()) full = std::make_unique<model::ModelConfig>(model::preset_config(args.preset, 0, 0));
+  Sampled frames = sample_frames(args.video, config, model->image_size());
+  MD_LOG_INFO("bench", model_dir << ": " << frames.pixels.size() << " frames, " << entries.size() << " pipelines, "
+                                 << args.repeats << " repeat(s) after " << args.warmup << " warm-up run(s)");
+  model::GenerationOptions gen;
+  gen.max_new_tokens = args.max_new_tokens;
+  gen.temperature = 0;  // greedy: answers compare token by token
+
+  for (int w = 0; w < args.warmup; ++w) measure_once(*model, *entries[ref].chain, frames, args.question, gen, full.get());
+  std::vector<Measure> result;
+  std::vector<std::map<std::string, double>> times;
+  for (auto& e : entries) {
+    std::vector<Measure> runs;
+    for (int r = 0; r < args.repeats; ++r) {
+      runs.push_back(measure_once(*model, *e.chain, frames, args.question, gen, full.get()));
+    }
+    Measure m = runs.back();  // counts and answers are the same every repeat (greedy, fixed seed)
+    auto med = [&](double Measure::*field) {
+      std::vector<double> v;
+      for (const auto& r : runs) v.push_back(r.*field);
+      return median(v);
+    };
+    m.vit_ms = med(&Measure::vit_ms);
+    m.prefill_ms = med(&Measure::prefill_ms);
+    m.ttft_ms = med(&Measure::ttft_ms);
+    m.decode_ms_per_token = med(&Measure::decode_ms_per_token);
+    result.push_back(std::move(m));
+    MD_LOG_INFO("bench", e.config.name << " done");
+  }
+
+  // The table.
+  const Measure& none = result[ref];
+  auto match = [&](const Measure& m) {
+    size_t n = std::min(kMatchTokens, std::max(m.ids.size(), none.ids.size()));
+    bool same = m.ids.size() >= n && none.ids.size() >= n && std::equal(m.ids.begin(), m.ids.begin() + n, none.ids.begin());
+    return same ? "yes" : "no";
+  };
+  std::printf("| pipeline | tokens in | to LLM | layer avg | KV after decode | FLOPs | FLOPs vs none | ViT ms | prefill ms | "
+              "prefill vs none | TTFT ms | decode ms/tok | KV MB | peak RSS MB | first %zu tokens = none |%s\n",
+              kMatchTokens, full ? " full-depth FLOPs | full-depth vs none |" : "");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|%s\n", full ? "---:|---:|" : "");
+  json rows = json::array();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Measure& m = result[i];
+    double fr = m.acc.flops_total / none.acc.flops_total, pr = m.prefill_ms / none.prefill_ms;
+    std::printf("| %s | %lld | %lld | %.1f | %lld | %.3g | %.3f | %.0f | %.0f | %.3f | %.0f | %.1f | %.1f | %.0f | %s |",
+                entries[i].config.name.c_str(), static_cast<long long>(m.acc.n_vision_tokens_in),
+                static_cast<long long>(m.acc.n_vision_tokens_to_llm), m.acc.n_vision_tokens_layer_avg,
+                static_cast<long long>(m.acc.n_vision_kv_after_decode), m.acc.flops_total, fr, m.vit_ms, m.prefill_ms,
+                pr, m.ttft_ms, m.decode_ms_per_token, static_cast<double>(m.kv_bytes_peak) / 1e6,
+                static_cast<double>(m.peak_rss) / 1e6, match(m));
+    if (full) {
+      std::printf(" %s | %s |", fmt("%.3g", m.flops_full_depth).c_str(),
+                  fmt("%.3f", m.flops_full_depth / none.flops_full_depth).c_str());
+    }
+    std::printf("\n");
+    json row{{"pipeline", entries[i].config.name},
+             {"file", entries[i].path},
+             {"n_vision_tokens_in", m.acc.n_vision_tokens_in},
+             {"n_vision_tokens_to_llm", m.acc.n_vision_tokens_to_llm},
+             {"n_vision_tokens_layer_avg", m.acc.n_vision_tokens_layer_avg},
+             {"n_vision_kv_after_decode", m.acc.n_vision_kv_after_decode},
+             {"flops_total", m.acc.flops_total},
+             {"flops_ratio_vs_none", fr},
+             {"vit_ms", m.vit_ms},
+             {"prefill_ms", m.prefill_ms},
+             {"prefill_ratio_vs_none", pr},
+             {"ttft_ms", m.ttft_ms},
+             {"decode_ms_per_token", m.decode_ms_per_token},
+             {"kv_bytes_peak", m.kv_bytes_peak},
+             {"peak_rss_bytes", m.peak_rss},
+             {"answer_ids", m.ids},
+             {"first_tokens_match_none", std::string(match(m)) == "yes"},
+             {"stages", m.acc.stages}};
+    if (full) {
+      row["flops_full_depth"] = m.flops_full_depth;
+      row["flops_full_depth_ratio_vs_none"] = m.flops_full_depth / none.flops_full_depth;
+    }
+    rows.push_back(row);
+  }
+  std::fflush(stdout);
+  if (!args.json_path.empty()) {
+    json report{{"video", args.video},
+                {"model", model_dir},
+                {"question", args.question},
+                {"n_frames", frames.pixels.size()},
+                {"repeats", args.repeats},
+                {"warmup", args.warmup},
+                {"max_new_tokens", args.max_new_tokens},
+                {"pipelines", rows}};
+    if (full) {
+      report["full_depth"] = {{"llm_layers", full->text.num_hidden_layers},
+                              {"vision_layers", full->vision.num_hidden_layers},
+                              {"rule", "per-layer counts that ran, deeper layers hold the last count"}};
+    }
+    write_report(args.json_path, report);
+  }
+  return kExitOk;
+}
+
+}  // namespace mustdrop::app

@@ -1,0 +1,92 @@
+#include "app/report.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "model/flops.h"
+#include "model/presets.h"
+
+namespace mustdrop::app {
+
+using nlohmann::json;
+
+std::string resolve_model_dir(const std::string& arg, const config::Config& config) {
+  if (!arg.empty()) return arg;
+  if (const char* env = std::getenv("MUSTDROP_MODEL"); env && *env) return env;
+  if (!config.model.dir.empty()) return config.model.dir;
+  throw ConfigError(
+      "no model: pass --model DIR, set MUSTDROP_MODEL, or set model.dir in the config. A Hugging Face "
+      "llava-1.5 or Video-LLaVA directory works; for a tiny random one (meaningless answers) run "
+      "build/make_tiny_model build/tiny-model");
+}
+
+std::unique_ptr<model::VisionLanguageModel> load_model(const std::string& dir, const std::string& preset, int llm_layers,
+                                                       int vision_layers, const config::Config& config) {
+  model::LoadOptions load;
+  load.dtype = config.model.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  if (preset.empty()) return model::VisionLanguageModel::load(dir, load);
+  return model::VisionLanguageModel::random(model::preset_config(preset, llm_layers, vision_layers), 1, load);
+}
+
+void write_report(const std::string& path, const json& j) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    if (!out) throw InputError(path + ": cannot write the report");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) throw InputError(path + ": cannot write the report (" + ec.message() + ")");
+}
+
+double mean(const std::vector<int64_t>& v) {
+  if (v.empty()) return 0;
+  double s = 0;
+  for (int64_t x : v) s += static_cast<double>(x);
+  return s / static_cast<double>(v.size());
+}
+
+Accounting account(const session::Session& session, const session::AnswerStats* answer) {
+  const model::ModelConfig& mc = session.model().config();
+  Accounting a;
+  a.n_vision_tokens_to_llm = session.n_vision_tokens();
+  double vision_full = 0;
+  std::vector<std::vector<int64_t>> per_frame;
+  for (const auto& f : session.frames()) {
+    a.n_vision_tokens_in += f.n_tower_tokens;
+    a.flops_vision += model::vision_flops(mc.vision, 1, f.tokens_per_vision_layer);
+    // Layer 0 always runs on every token: the no-dropping count of every layer.
+    std::vector<int64_t> full(f.tokens_per_vision_layer.size(),
+                              f.tokens_per_vision_layer.empty() ? 0 : f.tokens_per_vision_layer.front());
+    vision_full += model::vision_flops(mc.vision, 1, full);
+    per_frame.push_back(f.tokens_per_vision_layer);
+  }
+  a.flops_total = a.flops_vision;
+  a.flops_unpruned = vision_full;
+  if (answer) {
+    a.flops_total += answer->flops_prefill + answer->flops_decode;
+    a.flops_unpruned += answer->flops_prefill_unpruned + answer->flops_decode_unpruned;
+    a.n_vision_tokens_layer_avg = mean(answer->vision_per_layer);
+    a.n_vision_kv_after_decode = answer->n_vision_kv_after_decode;
+  }
+  std::vector<prune::StageRecord> records = session.chain().vision_records();
+  prune::attribute_flops(records, mc, per_frame, {}, 0);
+  if (answer) records.insert(records.end(), answer->stages.begin(), answer->stages.end());
+  a.stages = json::array();
+  for (const auto& r : records) {
+    a.stages.push_back({{"name", r.name},
+                        {"stage", prune::stage_name(r.stage)},
+                        {"layer", r.layer},
+                        {"calls", r.calls},
+                        {"n_in", r.n_in},
+                        {"n_out", r.n_out},
+                        {"ms", r.ms},
+                        {"flops", r.flops}});
+  }
+  return a;
+}
+
+}  // namespace mustdrop::app

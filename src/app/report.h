@@ -1,0 +1,40 @@
+// Pieces `run` and `bench` share: finding and loading the model, the per-stage records and
+// token/FLOP accounting of a session, and writing a report atomically.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/vlm.h"
+#include "session/session.h"
+
+namespace mustdrop::app {
+
+// The model directory from --model, then $MUSTDROP_MODEL, then model.dir; ConfigError with a
+// hint when none is set.
+std::string resolve_model_dir(const std::string& arg, const config::Config& config);
+// Loads `dir`, or builds `preset` (shapes with random weights, optionally fewer layers).
+std::unique_ptr<model::VisionLanguageModel> load_model(const std::string& dir, const std::string& preset, int llm_layers,
+                                                       int vision_layers, const config::Config& config);
+// Writes `j` to `path` through a temporary file, so a reader never sees half a report.
+void write_report(const std::string& path, const nlohmann::json& j);
+
+// Token and FLOP accounting of one answer over a session's frames.
+struct Accounting {
+  int64_t n_vision_tokens_in = 0;      // out of the tower without dropping
+  int64_t n_vision_tokens_to_llm = 0;  // entering the LLM
+  double n_vision_tokens_layer_avg = 0;  // sum over LLM layers of vision tokens present / layers
+  int64_t n_vision_kv_after_decode = 0;  // per layer, mean over layers
+  double flops_vision = 0;
+  double flops_total = 0;     // vision + prefill + decode
+  double flops_unpruned = 0;  // the same frames and prompt without any dropping
+  nlohmann::json stages;      // per-stage records (vision stages summed over frames)
+};
+Accounting account(const session::Session& session, const session::AnswerStats* answer);
+
+double mean(const std::vector<int64_t>& v);
+
+}  // namespace mustdrop::app
