@@ -9,33 +9,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "e2e/e2e_util.h"
 #include "support/test_support.h"
 
 namespace mustdrop::test {
 namespace {
 
 using nlohmann::json;
-
-std::string clip() { return make_sample_clip("scene.mp4", 2); }
-
-std::string tiny_model(const std::string& preset = "tiny-llava") {
-  std::string dir = temp_dir() + "/" + preset;
-  if (!std::filesystem::exists(dir + "/config.json")) {
-    ProcResult r = run_process({tool_binary("make_tiny_model"), dir, "--preset", preset});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-  }
-  return dir;
-}
-
-ProcResult mustdrop(std::vector<std::string> args, double timeout_sec = 300, bool merge = false) {
-  args.insert(args.begin(), mustdrop_binary());
-  return run_process(args, timeout_sec, merge);
-}
-
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  return json::parse(in);
-}
 
 TEST(Run, AnswerTokensAreStreamedBeforeGenerationEnds) {
   // stdout is flushed per token and stderr is unbuffered, so in one merged pipe the order is the

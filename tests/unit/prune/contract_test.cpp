@@ -5,7 +5,9 @@
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
+#include <sstream>
 #include <set>
 
 #include "config/pipeline_config.h"
@@ -243,6 +245,38 @@ INSTANTIATE_TEST_SUITE_P(Registered, Contract, ::testing::ValuesIn(names()), [](
   for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
   return n;
 });
+
+}  // namespace
+}  // namespace mustdrop
+
+namespace mustdrop {
+namespace {
+
+// Every shipped pipeline loads strictly, builds its chain, and comments each of its knobs.
+TEST(Pipelines, EveryShippedPipelineBuildsAndCommentsEveryKnob) {
+  namespace fs = std::filesystem;
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator(test::source_dir() + "/pipelines")) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++n;
+    const std::string path = entry.path().string();
+    config::PipelineConfig p = config::load_pipeline(path);
+    EXPECT_EQ(p.name + ".yaml", entry.path().filename().string()) << path << ": name differs from the file name";
+    auto chain = Chain::build(p, path);
+    EXPECT_EQ(chain->pruners().size(), p.chain.size());
+    std::istringstream lines(test::read_file(path));
+    int line_no = 0;
+    for (std::string line; std::getline(lines, line);) {
+      ++line_no;
+      bool leaf = line.find(':') != std::string::npos && line.back() != ':' && line.rfind("#", 0) != 0 &&
+                  line.rfind("name:", 0) != 0 && line.rfind("description:", 0) != 0;
+      if (leaf) {
+        EXPECT_NE(line.find('#'), std::string::npos) << path << ":" << line_no << " has no comment: " << line;
+      }
+    }
+  }
+  EXPECT_GE(n, 10);
+}
 
 }  // namespace
 }  // namespace mustdrop

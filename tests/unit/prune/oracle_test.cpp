@@ -41,13 +41,8 @@ std::vector<TokenInfo> frame_ledger(int64_t frame_seq, int64_t n_patches) {
 
 // A vision block for the LLM stages: n tokens, ids 1..n; `s` marks the tokens in S.
 std::vector<TokenInfo> block_ledger(int64_t n, const Ids& s = {}) {
-  std::vector<TokenInfo> out;
-  for (int64_t i = 0; i < n; ++i) {
-    TokenInfo e;
-    e.id = i + 1;
-    e.patch = i;
-    out.push_back(e);
-  }
+  std::vector<TokenInfo> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out[size_t(i)].id = i + 1, out[size_t(i)].patch = i;
   for (int64_t i : s) out[size_t(i)].in_s = true;
   return out;
 }
@@ -70,9 +65,23 @@ void expect_row(const at::Tensor& t, int64_t row, const std::vector<double>& wan
   }
 }
 
+void expect_merge(const MergeGroup& g, int64_t into, const Ids& members) {
+  EXPECT_EQ(g.into, into);
+  EXPECT_EQ(g.members, members);
+  EXPECT_TRUE(g.weights.empty());  // size-weighted mean
+}
+
 Ids plus_one(const Ids& patches) {  // patch -> index in a list that starts with CLS
   Ids out;
   for (int64_t p : patches) out.push_back(p + 1);
+  return out;
+}
+Ids with_cls(const std::vector<Ids>& patch_sets) {  // CLS + the patches' indices, ascending
+  Ids out = {0};
+  for (const Ids& ps : patch_sets) {
+    for (int64_t p : ps) out.push_back(p + 1);
+  }
+  std::sort(out.begin(), out.end());
   return out;
 }
 
@@ -94,6 +103,31 @@ std::vector<Growth> apply_vision(const KeepPlan& plan, at::Tensor& hidden, std::
   target.ledger = &ledger;
   target.protect_first = true;
   return apply_plan(plan, target, "oracle");
+}
+
+// A Prefill view: [sys | vision (n_vision from vision_begin) | text] of n_tokens, `rows` in `attention`.
+View prefill_view(std::vector<TokenInfo>& ledger, int64_t vision_begin, int64_t n_tokens, Ids rows,
+                  const at::Tensor& attention) {
+  View v;
+  v.stage = Stage::Prefill;
+  v.layer = 2;
+  v.n_layers = 32;
+  v.tokens = &ledger;
+  v.vision_begin = vision_begin;
+  v.n_vision = static_cast<int64_t>(ledger.size());
+  v.n_tokens = n_tokens;
+  v.rows = std::move(rows);
+  v.attention = attention;
+  return v;
+}
+
+// Applies a plan to the vision block at `offset` of `hidden` (Prefill/Decode: no CLS).
+void apply_block(const KeepPlan& plan, at::Tensor* hidden, int64_t offset, std::vector<TokenInfo>& ledger) {
+  PlanTarget target;
+  if (hidden) target.merged = {hidden};
+  target.offset = offset;
+  target.ledger = &ledger;
+  apply_plan(plan, target, "oracle");
 }
 
 // The patches of the k=3 windows of a 6x6 grid, cells in raster order inside the window.
@@ -125,14 +159,10 @@ TEST(OracleLsm, TwoAlikeWindowsMergeIntoTopLeftCell) {
   KeepPlan plan = lsm.decide(vision_view(ledger, hidden, 6));
 
   const Ids kept_patches = {0, 3, 4, 5, 9, 10, 11, 15, 16, 17, 18, 19, 20, 21, 24, 25, 26, 30, 31, 32};
-  Ids want_keep = {0};
-  for (int64_t i : plus_one(kept_patches)) want_keep.push_back(i);
-  EXPECT_EQ(plan.keep, want_keep);
+  EXPECT_EQ(plan.keep, with_cls({kept_patches}));
   ASSERT_EQ(plan.merges.size(), 2u);
-  EXPECT_EQ(plan.merges[0].into, 1);
-  EXPECT_EQ(plan.merges[0].members, plus_one(kW0));
-  EXPECT_EQ(plan.merges[1].into, 22);
-  EXPECT_EQ(plan.merges[1].members, plus_one(kW3));
+  expect_merge(plan.merges[0], 1, plus_one(kW0));
+  expect_merge(plan.merges[1], 22, plus_one(kW3));
   EXPECT_TRUE(plan.absorbed.empty());
 
   apply_vision(plan, hidden, ledger);
@@ -167,8 +197,7 @@ TEST(OracleLsm, ThresholdEdgesAroundExactScore) {
   KeepPlan plan = Lsm(below).decide(vision_view(ledger, hidden, 3));
   EXPECT_EQ(plan.keep, (Ids{0, 1}));
   ASSERT_EQ(plan.merges.size(), 1u);
-  EXPECT_EQ(plan.merges[0].into, 1);
-  EXPECT_EQ(plan.merges[0].members, (Ids{1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  expect_merge(plan.merges[0], 1, (Ids{1, 2, 3, 4, 5, 6, 7, 8, 9}));
   apply_vision(plan, hidden, ledger);
   expect_row(hidden, 1, {22.0 / 9.0, 16.0 / 9.0});
   EXPECT_EQ(ledger[1].size, 9);
@@ -193,18 +222,13 @@ TEST(OracleLsm, GridNotDividedByWindowKeepsEdges) {
   config::LsmOptions o;
   Lsm lsm(o);
   KeepPlan plan = lsm.decide(vision_view(ledger, hidden, 7));
-  Ids want = {0};
-  for (int64_t i : plus_one({0, 3, 6, 13, 20, 21, 24, 27, 34, 41, 42, 43, 44, 45, 46, 47, 48})) want.push_back(i);
-  EXPECT_EQ(plan.keep, want);
+  EXPECT_EQ(plan.keep, with_cls({{0, 3, 6, 13, 20, 21, 24, 27, 34, 41, 42, 43, 44, 45, 46, 47, 48}}));
   ASSERT_EQ(plan.merges.size(), 4u);
   const std::vector<Ids> windows = {{0, 1, 2, 7, 8, 9, 14, 15, 16},
                                     {3, 4, 5, 10, 11, 12, 17, 18, 19},
                                     {21, 22, 23, 28, 29, 30, 35, 36, 37},
                                     {24, 25, 26, 31, 32, 33, 38, 39, 40}};
-  for (size_t w = 0; w < 4; ++w) {
-    EXPECT_EQ(plan.merges[w].into, windows[w][0] + 1);
-    EXPECT_EQ(plan.merges[w].members, plus_one(windows[w]));
-  }
+  for (size_t w = 0; w < 4; ++w) expect_merge(plan.merges[w], windows[w][0] + 1, plus_one(windows[w]));
   apply_vision(plan, hidden, ledger);
   EXPECT_EQ(hidden.size(0), 18);
   EXPECT_EQ(ledger.size(), 18u);
@@ -242,28 +266,17 @@ struct TemporalStream {
 
 // (index, into_id) pairs for the windows `ws` (window order, raster order inside), absorbed into
 // frame `into_frame`'s tokens of the same cells.
-std::vector<std::pair<int64_t, int64_t>> absorbed_into(const std::vector<const Ids*>& ws, int64_t into_frame) {
-  std::vector<std::pair<int64_t, int64_t>> out;
-  for (const Ids* w : ws) {
-    for (int64_t p : *w) out.push_back({p + 1, into_frame * kIdsPerFrame + p + 1});
+using Pairs = std::vector<std::pair<int64_t, int64_t>>;
+Pairs absorbed_into(const std::vector<Ids>& ws, int64_t into_frame) {
+  Pairs out;
+  for (const Ids& w : ws) {
+    for (int64_t p : w) out.push_back({p + 1, into_frame * kIdsPerFrame + p + 1});
   }
   return out;
 }
-std::vector<std::pair<int64_t, int64_t>> absorbed_of(const KeepPlan& plan) {
-  std::vector<std::pair<int64_t, int64_t>> out;
+Pairs absorbed_of(const KeepPlan& plan) {
+  Pairs out;
   for (const auto& a : plan.absorbed) out.push_back({a.index, a.into_id});
-  return out;
-}
-Ids cls_and(const std::vector<const Ids*>& ws) {  // CLS + the windows' cells, ascending
-  std::vector<char> in(37, 0);
-  in[0] = 1;
-  for (const Ids* w : ws) {
-    for (int64_t p : *w) in[size_t(p + 1)] = 1;
-  }
-  Ids out;
-  for (int64_t i = 0; i < 37; ++i) {
-    if (in[size_t(i)]) out.push_back(i);
-  }
   return out;
 }
 
@@ -275,13 +288,13 @@ Ids cls_and(const std::vector<const Ids*>& ws) {  // CLS + the windows' cells, a
 TEST(OracleLsm, TemporalWindowsOfThreeFrames) {
   TemporalStream s(3);
   KeepPlan f0 = s.frame(0);
-  EXPECT_EQ(f0.keep, cls_and({&kW0, &kW1, &kW2, &kW3}));
+  EXPECT_EQ(f0.keep, with_cls({kW0, kW1, kW2, kW3}));
   EXPECT_TRUE(f0.absorbed.empty());
 
   std::vector<Growth> growths;
   KeepPlan f1 = s.frame(1, &growths);
-  EXPECT_EQ(f1.keep, cls_and({&kW3}));
-  EXPECT_EQ(absorbed_of(f1), absorbed_into({&kW0, &kW1, &kW2}, 0));
+  EXPECT_EQ(f1.keep, with_cls({kW3}));
+  EXPECT_EQ(absorbed_of(f1), absorbed_into({kW0, kW1, kW2}, 0));
   ASSERT_EQ(growths.size(), 27u);
   EXPECT_EQ(growths[0].id, 1);  // patch 0 of frame 0
   EXPECT_EQ(growths[0].size, 1);
@@ -290,13 +303,13 @@ TEST(OracleLsm, TemporalWindowsOfThreeFrames) {
 
   KeepPlan f2 = s.frame(2);
   EXPECT_EQ(f2.keep, (Ids{0}));
-  auto want2 = absorbed_into({&kW0, &kW1, &kW2}, 0);
-  auto w3_into_1 = absorbed_into({&kW3}, 1);
+  auto want2 = absorbed_into({kW0, kW1, kW2}, 0);
+  auto w3_into_1 = absorbed_into({kW3}, 1);
   want2.insert(want2.end(), w3_into_1.begin(), w3_into_1.end());
   EXPECT_EQ(absorbed_of(f2), want2);
 
   KeepPlan f3 = s.frame(3);
-  EXPECT_EQ(f3.keep, cls_and({&kW0, &kW1, &kW2}));
+  EXPECT_EQ(f3.keep, with_cls({kW0, kW1, kW2}));
   EXPECT_EQ(absorbed_of(f3), w3_into_1);
 }
 
@@ -308,14 +321,14 @@ TEST(OracleLsm, TemporalWindowsOfTwoFrames) {
   TemporalStream s(2);
   s.frame(0);
   KeepPlan f1 = s.frame(1);
-  EXPECT_EQ(f1.keep, cls_and({&kW3}));
-  EXPECT_EQ(absorbed_of(f1), absorbed_into({&kW0, &kW1, &kW2}, 0));
+  EXPECT_EQ(f1.keep, with_cls({kW3}));
+  EXPECT_EQ(absorbed_of(f1), absorbed_into({kW0, kW1, kW2}, 0));
   KeepPlan f2 = s.frame(2);
-  EXPECT_EQ(f2.keep, cls_and({&kW0, &kW1, &kW2}));
-  EXPECT_EQ(absorbed_of(f2), absorbed_into({&kW3}, 1));
+  EXPECT_EQ(f2.keep, with_cls({kW0, kW1, kW2}));
+  EXPECT_EQ(absorbed_of(f2), absorbed_into({kW3}, 1));
   KeepPlan f3 = s.frame(3);
-  EXPECT_EQ(f3.keep, cls_and({&kW3}));
-  EXPECT_EQ(absorbed_of(f3), absorbed_into({&kW0, &kW1, &kW2}, 2));
+  EXPECT_EQ(f3.keep, with_cls({kW3}));
+  EXPECT_EQ(absorbed_of(f3), absorbed_into({kW0, kW1, kW2}, 2));
 }
 
 // 4. |S| = ceil(0.08 * N_v): 25 -> ceil(2.0) = 2; 576 -> ceil(46.08) = 47; 575 -> ceil(46.0) = 46;
@@ -376,32 +389,28 @@ TEST(OracleImportantSet, TopCeilRatioOfClsAttention) {
 // one place, the best two others are v3, v0 -> {0,3,4}. Budget 1: S alone -> {4}.
 struct DualCase {
   explicit DualCase(const Ids& s) : ledger(block_ledger(5, s)) {
-    attention = matrix({.25, 0, .35, .20, .05, .10, .05, 0, 0, 0,  //
-                        .35, 0, .00, .20, .05, .40, .00, 0, 0, 0,  //
-                        .45, 0, .00, .20, .00, .30, .05, 0, 0, 0},
-                       3, 10);
-    v.stage = Stage::Prefill;
-    v.layer = 2;
-    v.n_layers = 32;
-    v.tokens = &ledger;
-    v.vision_begin = 2;
-    v.n_vision = 5;
-    v.n_tokens = 10;
-    v.rows = {7, 8, 9};
-    v.attention = attention;
+    at::Tensor a = matrix({.25, 0, .35, .20, .05, .10, .05, 0, 0, 0,  //
+                           .35, 0, .00, .20, .05, .40, .00, 0, 0, 0,  //
+                           .45, 0, .00, .20, .00, .30, .05, 0, 0, 0},
+                          3, 10);
+    v = prefill_view(ledger, 2, 10, {7, 8, 9}, a);
     v.hidden = at::arange(10, at::TensorOptions().dtype(at::kFloat)).view({10, 1});
   }
   std::vector<TokenInfo> ledger;
-  at::Tensor attention;
   View v;
 };
 
-TEST(OracleDualAttention, AndRuleKeepsEitherHighAndS) {
+config::DualAttentionOptions dual_options(int target) {
   config::DualAttentionOptions o;
   o.layers = {2};
   o.global_threshold = 0.2;
   o.local_threshold = 0.21;
-  DualAttention da(o);
+  o.target_tokens_per_frame = target;
+  return o;
+}
+
+TEST(OracleDualAttention, AndRuleKeepsEitherHighAndS) {
+  DualAttention da(dual_options(0));
   DualCase c({4});
   EXPECT_EQ(da.attention_rows(c.v), (Ids{7, 8, 9}));
   KeepPlan plan = da.decide(c.v);
@@ -412,27 +421,17 @@ TEST(OracleDualAttention, AndRuleKeepsEitherHighAndS) {
 
   // Applied at offset 2: hidden rows 0..9 hold their index -> 0,1 | 2,3,5,6 | 7,8,9.
   at::Tensor hidden = c.v.hidden.clone();
-  PlanTarget target;
-  target.merged = {&hidden};
-  target.offset = 2;
-  target.ledger = &c.ledger;
-  apply_plan(plan, target, "oracle");
+  apply_block(plan, &hidden, 2, c.ledger);
   EXPECT_TRUE(at::equal(hidden.view({-1}), at::tensor({0.f, 1.f, 2.f, 3.f, 5.f, 6.f, 7.f, 8.f, 9.f})));
   EXPECT_EQ(c.ledger.size(), 4u);
   EXPECT_EQ(c.ledger[3].id, 5);
 }
 
 TEST(OracleDualAttention, BudgetModeKeepsExactCountWithS) {
-  config::DualAttentionOptions o;
-  o.layers = {2};
-  o.global_threshold = 0.2;
-  o.local_threshold = 0.21;
-  o.target_tokens_per_frame = 3;
   DualCase c({4});
-  EXPECT_EQ(DualAttention(o).decide(c.v).keep, (Ids{0, 3, 4}));
-  EXPECT_EQ(DualAttention(o).max_kept(c.v), 3);
-  o.target_tokens_per_frame = 1;
-  EXPECT_EQ(DualAttention(o).decide(c.v).keep, (Ids{4}));
+  EXPECT_EQ(DualAttention(dual_options(3)).decide(c.v).keep, (Ids{0, 3, 4}));
+  EXPECT_EQ(DualAttention(dual_options(3)).max_kept(c.v), 3);
+  EXPECT_EQ(DualAttention(dual_options(1)).decide(c.v).keep, (Ids{4}));
 }
 
 // 6. FastV: [sys 0 | vision 1..6 | text 7,8]; the last token (row 8) attends to the vision
@@ -440,15 +439,7 @@ TEST(OracleDualAttention, BudgetModeKeepsExactCountWithS) {
 // With token 0 (.05) in S: S + top 2 -> {0,1,5}. keep_ratio 0.5 of 6 = 3 -> the same {1,3,5}.
 TEST(OracleFastv, TopKOfLastTokenRow) {
   std::vector<TokenInfo> ledger = block_ledger(6);
-  View v;
-  v.stage = Stage::Prefill;
-  v.layer = 1;
-  v.tokens = &ledger;
-  v.vision_begin = 1;
-  v.n_vision = 6;
-  v.n_tokens = 9;
-  v.rows = {8};
-  v.attention = matrix({.05, .05, .30, .10, .20, .02, .25, .03, 0}, 1, 9);
+  View v = prefill_view(ledger, 1, 9, {8}, matrix({.05, .05, .30, .10, .20, .02, .25, .03, 0}, 1, 9));
   config::FastvOptions o;
   o.keep_tokens_per_frame = 3;
   Fastv fastv(o);
@@ -481,10 +472,8 @@ TEST(OracleTome, BipartiteMatchingAndSizeWeightedMean) {
   KeepPlan plan = tome.decide(v);
   EXPECT_EQ(plan.keep, (Ids{0, 1, 2, 3, 5}));
   ASSERT_EQ(plan.merges.size(), 2u);
-  EXPECT_EQ(plan.merges[0].into, 1);
-  EXPECT_EQ(plan.merges[0].members, (Ids{1, 6}));
-  EXPECT_EQ(plan.merges[1].into, 5);
-  EXPECT_EQ(plan.merges[1].members, (Ids{5, 4}));
+  expect_merge(plan.merges[0], 1, (Ids{1, 6}));
+  expect_merge(plan.merges[1], 5, (Ids{5, 4}));
   apply_vision(plan, hidden, ledger);
   expect_row(hidden, 1, {9.25, 3.75, 0});
   expect_row(hidden, 4, {0, 0, 1.5});
@@ -522,8 +511,7 @@ TEST(OracleTome, TargetModeSpreadsExcessOverLayersLeft) {
   KeepPlan plan = tome.decide(v);
   EXPECT_EQ(plan.keep, (Ids{0, 1, 2, 3, 5, 6}));
   ASSERT_EQ(plan.merges.size(), 1u);
-  EXPECT_EQ(plan.merges[0].into, 5);
-  EXPECT_EQ(plan.merges[0].members, (Ids{5, 4}));
+  expect_merge(plan.merges[0], 5, (Ids{5, 4}));
   o.target_tokens_per_frame = 1;
   v.layer = 22;
   EXPECT_EQ(Tome(o).merges_at(v), 3);
@@ -558,9 +546,7 @@ TEST(OracleKvEvict, LayersBelowLKeepAllAboveKeepPolicySet) {
   v.layer = 2;
   KeepPlan plan = fk.decide(v);
   EXPECT_EQ(plan.keep, (Ids{1, 3, 4}));
-  PlanTarget target;
-  target.ledger = &ledger;
-  apply_plan(plan, target, "oracle");
+  apply_block(plan, nullptr, 3, ledger);
   ASSERT_EQ(ledger.size(), 3u);
   EXPECT_EQ(ledger[2].id, 5);
 }
@@ -591,14 +577,7 @@ struct SparseCase {
     a.insert(a.end(), {0, 0, 0, 0, .42});
     a.insert(a.end(), r10.begin(), r10.end());
     a.insert(a.end(), {0, 0, 0, 0});
-    v.stage = Stage::Prefill;
-    v.layer = 2;
-    v.tokens = &ledger;
-    v.vision_begin = 1;
-    v.n_vision = 8;
-    v.n_tokens = 13;
-    v.rows = {9, 10};
-    v.attention = matrix(a, 2, 13);
+    v = prefill_view(ledger, 1, 13, {9, 10}, matrix(a, 2, 13));
     v.prompt_embeddings = matrix(e, 13, 2);
     v.prompt_vision_begin = 1;
     v.prompt_n_vision = 8;
@@ -621,21 +600,18 @@ TEST(OracleSparseVlm, RatersBudgetAndRecycledClusters) {
   KeepPlan plan = svlm.decide(c.v);
   EXPECT_EQ(plan.keep, (Ids{0, 2, 5, 6}));
   ASSERT_EQ(plan.merges.size(), 1u);
-  EXPECT_EQ(plan.merges[0].into, 6);
-  EXPECT_EQ(plan.merges[0].members, (Ids{3, 6, 7}));
+  expect_merge(plan.merges[0], 6, (Ids{3, 6, 7}));
   EXPECT_EQ(svlm.max_kept(c.v), 4);  // 3 + one cluster
   for (const auto& g : plan.merges) {  // every centre kept; its other members are not
     EXPECT_NE(std::find(plan.keep.begin(), plan.keep.end(), g.into), plan.keep.end());
     for (int64_t m : g.members) {
-      if (m != g.into) EXPECT_EQ(std::find(plan.keep.begin(), plan.keep.end(), m), plan.keep.end());
+      if (m != g.into) {
+        EXPECT_EQ(std::find(plan.keep.begin(), plan.keep.end(), m), plan.keep.end());
+      }
     }
   }
   at::Tensor hidden = c.v.hidden.clone();
-  PlanTarget target;
-  target.merged = {&hidden};
-  target.offset = 1;
-  target.ledger = &c.ledger;
-  apply_plan(plan, target, "oracle");
+  apply_block(plan, &hidden, 1, c.ledger);
   ASSERT_EQ(hidden.size(0), 9);  // 1 sys + 4 vision + 4 text
   EXPECT_NEAR(hidden[4][0].item<double>(), 4.0 / 3.0, 1e-6);
   EXPECT_NEAR(hidden[5][0].item<double>(), 20.0, 1e-6);

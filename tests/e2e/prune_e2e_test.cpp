@@ -1,0 +1,108 @@
+// End to end: token dropping through `mustdrop run` and `mustdrop bench` on generated clips and
+// the generated tiny model.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "e2e/e2e_util.h"
+#include "support/test_support.h"
+
+namespace mustdrop::test {
+namespace {
+
+using nlohmann::json;
+
+std::string pipeline(const std::string& name) { return source_dir() + "/pipelines/" + name + ".yaml"; }
+
+json run_report(const std::string& video, const std::string& pipeline_path, const std::string& tag, int frames) {
+  std::string report = temp_dir() + "/prune_" + tag + ".json";
+  ProcResult r = mustdrop({"run", video, "--model", tiny_model(), "-q", "What moves?", "--frames",
+                           std::to_string(frames), "--max-new-tokens", "4", "--pipeline", pipeline_path, "--json",
+                           report});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return read_json(report);
+}
+
+TEST(Prune, MustDropReportShowsEveryStageWithItsCounts) {
+  json j = run_report(clip(), pipeline("mustdrop"), "stages", 4);
+  ASSERT_EQ(j["pipeline"], "mustdrop");
+  const json& st = j["stages"];
+  ASSERT_EQ(st.size(), 4u) << st.dump(1);
+  std::map<std::string, json> by;
+  for (const auto& s : st) by[s["name"].get<std::string>()] = s;
+  // The tiny tower: 24 x 24 patches + CLS per frame; LSM after layer 0 of every frame.
+  EXPECT_EQ(by["mustdrop.lsm"]["stage"], "VisionLayer");
+  EXPECT_EQ(by["mustdrop.lsm"]["calls"], 4);
+  EXPECT_EQ(by["mustdrop.lsm"]["n_in"], 4 * 577);
+  EXPECT_LT(by["mustdrop.lsm"]["n_out"], by["mustdrop.lsm"]["n_in"]);
+  // S drops nothing; the tokens it saw (minus CLS) are what the LLM gets.
+  EXPECT_EQ(by["mustdrop.important_set"]["n_in"], by["mustdrop.important_set"]["n_out"]);
+  EXPECT_EQ(by["mustdrop.important_set"]["n_out"].get<int64_t>() - 4, j["n_vision_tokens_to_llm"].get<int64_t>());
+  EXPECT_EQ(by["mustdrop.dual_attention"]["stage"], "Prefill");
+  EXPECT_EQ(by["mustdrop.dual_attention"]["n_in"], j["n_vision_tokens_to_llm"]);
+  EXPECT_EQ(by["mustdrop.kv_evict"]["stage"], "Decode");
+  EXPECT_EQ(by["mustdrop.kv_evict"]["n_out"], j["n_vision_kv_after_decode"]);
+  EXPECT_EQ(j["n_vision_tokens_in"], 4 * 576);
+  EXPECT_LT(j["n_vision_tokens_to_llm"].get<int64_t>(), j["n_vision_tokens_in"].get<int64_t>());
+  EXPECT_LE(j["n_vision_tokens_layer_avg"].get<double>(), j["n_vision_tokens_to_llm"].get<double>());
+  EXPECT_LT(j["n_vision_kv_after_decode"].get<int64_t>(), j["n_vision_tokens_to_llm"].get<int64_t>());
+  EXPECT_LT(j["flops_total"].get<double>(), j["flops_unpruned"].get<double>());
+  for (const auto& s : st) EXPECT_GE(s["ms"].get<double>(), 0.0);
+}
+
+TEST(Prune, TemporalLsmMergesAStaticSceneFarMoreThanMotion) {
+  std::map<std::string, std::string> clips;
+  for (const char* motion : {"static", "high"}) {
+    std::string path = temp_dir() + "/motion_" + motion + ".mp4";
+    ProcResult r = run_process({source_dir() + "/tools/make_sample_video", path, "--seconds", "4", "--size", "320x180",
+                                "--motion", motion});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    clips[motion] = path;
+  }
+  // mustdrop.yaml reaches back over 4 frames; mustdrop_192.yaml is the same, spatial only.
+  auto to_llm = [&](const std::string& motion, const std::string& p) {
+    return run_report(clips[motion], pipeline(p), motion + p, 8)["n_vision_tokens_to_llm"].get<int64_t>();
+  };
+  int64_t static_t = to_llm("static", "mustdrop"), static_s = to_llm("static", "mustdrop_192");
+  int64_t high_t = to_llm("high", "mustdrop"), high_s = to_llm("high", "mustdrop_192");
+  // Merged across time = spatial-only count minus temporal count.
+  EXPECT_GT(static_s - static_t, 2 * (high_s - high_t))
+      << "static " << static_s << " -> " << static_t << ", high motion " << high_s << " -> " << high_t;
+  EXPECT_LT(2 * static_t, high_t);
+}
+
+TEST(Prune, BenchPrintsOneRowPerPipelineAgainstNone) {
+  std::string report = temp_dir() + "/bench.json";
+  ProcResult r = mustdrop({"bench", "--model", tiny_model(), "--video", clip(), "-q", "What moves?", "--frames", "2",
+                           "--pipelines", pipeline("fastv_64") + "," + pipeline("tome_64") + "," + pipeline("mustdrop_64"),
+                           "--repeats", "1", "--warmup", "0", "--json", report});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* row : {"| none |", "| fastv_64 |", "| tome_64 |", "| mustdrop_64 |"}) {
+    EXPECT_NE(r.out.find(row), std::string::npos) << r.out;
+  }
+  json j = read_json(report);
+  ASSERT_EQ(j["pipelines"].size(), 4u);
+  EXPECT_EQ(j["pipelines"][0]["pipeline"], "none");  // added as the reference
+  EXPECT_TRUE(j["pipelines"][0]["first_tokens_match_none"].get<bool>());
+  EXPECT_DOUBLE_EQ(j["pipelines"][0]["flops_ratio_vs_none"].get<double>(), 1.0);
+  for (size_t i = 1; i < 4; ++i) {
+    EXPECT_LT(j["pipelines"][i]["flops_ratio_vs_none"].get<double>(), 1.0) << j["pipelines"][i]["pipeline"];
+    EXPECT_EQ(j["pipelines"][i]["n_vision_tokens_in"], 2 * 576);
+  }
+}
+
+TEST(PruneErrors, UnknownPrunerIsExit2NamingFileAndKnownNames) {
+  std::string p = temp_dir() + "/unknown_pruner.yaml";
+  std::ofstream(p) << "name: x\nchain: [mustdrop.lsm, fastvv]\n";
+  ProcResult r = mustdrop({"run", clip(), "--model", tiny_model(), "-q", "x?", "--pipeline", p});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(p + ": chain: unknown pruner 'fastvv'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("mustdrop.dual_attention"), std::string::npos) << r.err;
+  std::ofstream(p) << "name: x\nchain: [fastv, mustdrop.lsm]\n";
+  r = mustdrop({"run", clip(), "--model", tiny_model(), "-q", "x?", "--pipeline", p});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("must come before"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace mustdrop::test
