@@ -1,5 +1,6 @@
 // Config loading: configs/default.yaml, round trips, file:line:col errors and --set overrides.
 #include "config/config.h"
+#include "config/pipeline_config.h"
 
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
@@ -414,6 +415,38 @@ TEST(Overrides, ErrorAfterAGoodFileStillNamesTheArgument) {
   TempFile file("log_level: info\n");
   std::string m = error_of([&] { load(file.path(), {"video.sampler.fps=0"}); });
   EXPECT_STARTS_WITH(m, "--set video.sampler.fps=0: video.sampler.fps: value 0 is out of range");
+}
+
+}  // namespace
+}  // namespace mustdrop::config
+
+namespace mustdrop::config {
+namespace {
+
+TEST(PipelineConfig, SectionsDecodeWithIntegerListsAndDefaults) {
+  PipelineConfig p = load_pipeline_string(
+      "name: t\nchain: [mustdrop.dual_attention]\nmustdrop:\n  dual_attention:\n    layers: [1, 3]\n", "p.yaml");
+  EXPECT_EQ(p.chain, std::vector<std::string>{"mustdrop.dual_attention"});
+  EXPECT_EQ(p.mustdrop.dual_attention.layers, (std::vector<int>{1, 3}));
+  EXPECT_DOUBLE_EQ(p.mustdrop.dual_attention.global_threshold, 0.001);  // untouched default
+  EXPECT_EQ(p.mustdrop.lsm.window, 3);
+}
+
+TEST(PipelineConfig, ErrorsNameFileLineColumnAndKey) {
+  auto err = [](const std::string& yaml) {
+    return error_of([&] { load_pipeline_string(yaml, "p.yaml"); });
+  };
+  std::string e = err("mustdrop:\n  dual_attention:\n    layers: [2, x]\n");
+  EXPECT_NE(e.find("p.yaml:3:"), std::string::npos) << e;
+  EXPECT_NE(e.find("mustdrop.dual_attention.layers[1]"), std::string::npos) << e;
+  e = err("fastv:\n  keep_ratio: 1.5\n");
+  EXPECT_NE(e.find("p.yaml:2:"), std::string::npos) << e;
+  EXPECT_NE(e.find("fastv.keep_ratio"), std::string::npos) << e;
+  e = err("tome:\n  rr: 3\n");
+  EXPECT_NE(e.find("p.yaml:2:3"), std::string::npos) << e;
+  EXPECT_NE(e.find("rr"), std::string::npos) << e;
+  e = err("mustdrop:\n  kv_evict:\n    policy: everything\n");
+  EXPECT_NE(e.find("final_kept"), std::string::npos) << e;
 }
 
 }  // namespace
