@@ -49,7 +49,7 @@ struct BenchArgs {
   std::string question;
   std::vector<std::string> pipelines;   // pipeline YAML paths; `none` is added when missing
   int repeats = 3;                      // timed runs per pipeline (the median is reported)
-  int warmup = 1;                       // untimed runs of the reference pipeline first
+  int warmup = 1;                       // untimed warm-up runs (none, first frame, 2 tokens) first
   int frames = -1;                      // -1 = from config
   int max_new_tokens = 16;
   std::string json_path;

@@ -91,7 +91,7 @@ int run(int argc, char** argv) {
       ->delimiter(',');
   bench_cmd->add_option("--repeats", bench.repeats, "timed runs per pipeline; the median is reported (default 3)")
       ->check(CLI::Range(1, 1000));
-  bench_cmd->add_option("--warmup", bench.warmup, "untimed runs of none first (default 1)")->check(CLI::Range(0, 1000));
+  bench_cmd->add_option("--warmup", bench.warmup, "untimed warm-up runs first: none over the first frame, 2 tokens (default 1)")->check(CLI::Range(0, 1000));
   bench_cmd->add_option("--frames", bench.frames, "frames to sample (default: video.sampler.frames)")
       ->check(CLI::Range(1, 100000));
   bench_cmd->add_option("--max-new-tokens", bench.max_new_tokens, "tokens generated per answer (default 16)")

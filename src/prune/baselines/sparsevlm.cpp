@@ -22,19 +22,20 @@ int64_t matrix_rank(const at::Tensor& m) {
   return (sv > tol).sum().item<int64_t>();
 }
 
-// Density-peak clustering with k nearest neighbours over the rows of `x` ([n, C]): returns the
-// indices of `n_centers` centres and each row's centre (index into the centres).
+// Density-peak clustering over the rows of `x` ([n, C]), as SparseVLM v1 does it: local
+// density from the distances to the `n_centers` nearest rows (the row itself included),
+// distance to the nearest denser row, centres = the largest density * distance. Returns the
+// centres (indices) and each row's centre (index into the centres).
 void dpc_knn(const at::Tensor& x_in, int64_t n_centers, std::vector<int64_t>& centers, std::vector<int64_t>& assign) {
   at::Tensor x = x_in.to(at::kDouble);
   const int64_t n = x.size(0);
   at::Tensor dist = at::cdist(x, x) / std::sqrt(static_cast<double>(x.size(1)));  // [n, n]
-  const int64_t k = std::min<int64_t>(5, std::max<int64_t>(1, n - 1));
-  at::Tensor knn = std::get<0>(dist.topk(std::min(k + 1, n), 1, /*largest=*/false));  // includes self (0)
-  at::Tensor density = at::exp(-(knn.narrow(1, std::min<int64_t>(1, knn.size(1) - 1), knn.size(1) > 1 ? k : 1)
-                                     .pow(2)
-                                     .mean(1)));
-  // Ties broken by a tiny index-dependent amount, so equal densities still order.
-  density = density + at::arange(n, at::TensorOptions().dtype(at::kDouble)) * 1e-12;
+  const int64_t k = std::max<int64_t>(1, std::min(n_centers, n));
+  at::Tensor knn = std::get<0>(dist.topk(k, 1, /*largest=*/false));
+  at::Tensor density = at::exp(-knn.pow(2).mean(1));
+  // Ties broken by a tiny index-dependent amount (the lower index is denser), so equal
+  // densities still order.
+  density = density - at::arange(n, at::TensorOptions().dtype(at::kDouble)) * 1e-12;
   at::Tensor higher = density.unsqueeze(0) > density.unsqueeze(1);  // [i, j]: j denser than i
   double dmax = dist.max().item<double>();
   at::Tensor parent = at::where(higher, dist, at::full_like(dist, dmax)).amin(1);
@@ -125,7 +126,11 @@ KeepPlan SparseVlm::decide(const View& v) {
   dpc_knn(feats, n_clusters, centers, assign);
   std::vector<MergeGroup> groups(centers.size());
   for (size_t c = 0; c < centers.size(); ++c) groups[c].into = dropped[size_t(centers[c])];
-  for (size_t i = 0; i < dropped.size(); ++i) groups[size_t(assign[i])].members.push_back(dropped[i]);
+  for (size_t i = 0; i < dropped.size(); ++i) {
+    MergeGroup& g = groups[size_t(assign[i])];
+    g.members.push_back(dropped[i]);
+    g.weights.push_back(1.0);  // a plain mean of the cluster, as the reference does
+  }
   for (auto& g : groups) {
     plan.keep.push_back(g.into);
     plan.merges.push_back(std::move(g));

@@ -65,10 +65,15 @@ void expect_row(const at::Tensor& t, int64_t row, const std::vector<double>& wan
   }
 }
 
-void expect_merge(const MergeGroup& g, int64_t into, const Ids& members) {
+// `uniform`: a plain mean (weights all 1); else a size-weighted mean (no weights).
+void expect_merge(const MergeGroup& g, int64_t into, const Ids& members, bool uniform = false) {
   EXPECT_EQ(g.into, into);
   EXPECT_EQ(g.members, members);
-  EXPECT_TRUE(g.weights.empty());  // size-weighted mean
+  if (uniform) {
+    EXPECT_EQ(g.weights, std::vector<double>(members.size(), 1.0));
+  } else {
+    EXPECT_TRUE(g.weights.empty());
+  }
 }
 
 Ids plus_one(const Ids& patches) {  // patch -> index in a list that starts with CLS
@@ -559,10 +564,11 @@ TEST(OracleKvEvict, LayersBelowLKeepAllAboveKeepPolicySet) {
 //   r10 = .10 .02 .20 .06 .01 .10 .05 .04   -> score (mean) = .20 .02 .15 .06 .01 .12 .05 .04
 // target 3 -> keep {0 (.20), 2 (.15), 5 (.12)}. Dropped {1,3,4,6,7} = 5, best first 3,6,7,1,4;
 // recycle int(5 * .5) + 1 = 3 -> {3,6,7}; clusters min(3, int(3 * .1) + 1) = 1.
-// DPC-kNN on their features (1-d) 0, 1, 3 (k = 2 neighbours, self excluded, dist / sqrt(1)):
-// density exp(-(1+9)/2) = e^-5, exp(-(1+4)/2) = e^-2.5, exp(-(4+9)/2) = e^-6.5; the densest (x=1)
-// gets parent dist = max dist 3; x=0 -> 1, x=3 -> 2. score: .0067, 3e^-2.5 = .246, .003 -> centre
-// x = 1 = token 6. Plan: keep {0,2,5,6}, merge {6: 3,6,7}; merged row = (0+1+3)/3 = 4/3, size 3.
+// Density peaks on their features (1-d) 0, 1, 3 (dist / sqrt(1)); density from the distances to
+// as many nearest rows as clusters (1), the row itself included: exp(0) = 1 for all, a tie the
+// lower index wins, so x=0 (token 3) is densest: parent = max dist 3; x=1 -> 1 (to x=0), x=3 -> 2.
+// score 3, 1, 2 -> centre token 3. Plan: keep {0,2,3,5}, merge {3: 3,6,7}; merged row = plain
+// mean (0+1+3)/3 = 4/3, size 3.
 struct SparseCase {
   explicit SparseCase(bool proportional) : ledger(block_ledger(8)) {
     const double l3 = std::log(3.0);
@@ -598,9 +604,9 @@ TEST(OracleSparseVlm, RatersBudgetAndRecycledClusters) {
   EXPECT_EQ(svlm.raters(c.v), (Ids{0, 1}));
   EXPECT_EQ(svlm.attention_rows(c.v), (Ids{9, 10}));
   KeepPlan plan = svlm.decide(c.v);
-  EXPECT_EQ(plan.keep, (Ids{0, 2, 5, 6}));
+  EXPECT_EQ(plan.keep, (Ids{0, 2, 3, 5}));
   ASSERT_EQ(plan.merges.size(), 1u);
-  expect_merge(plan.merges[0], 6, (Ids{3, 6, 7}));
+  expect_merge(plan.merges[0], 3, (Ids{3, 6, 7}), true);
   EXPECT_EQ(svlm.max_kept(c.v), 4);  // 3 + one cluster
   for (const auto& g : plan.merges) {  // every centre kept; its other members are not
     EXPECT_NE(std::find(plan.keep.begin(), plan.keep.end(), g.into), plan.keep.end());
@@ -613,9 +619,10 @@ TEST(OracleSparseVlm, RatersBudgetAndRecycledClusters) {
   at::Tensor hidden = c.v.hidden.clone();
   apply_block(plan, &hidden, 1, c.ledger);
   ASSERT_EQ(hidden.size(0), 9);  // 1 sys + 4 vision + 4 text
-  EXPECT_NEAR(hidden[4][0].item<double>(), 4.0 / 3.0, 1e-6);
+  EXPECT_NEAR(hidden[3][0].item<double>(), 4.0 / 3.0, 1e-6);
+  EXPECT_NEAR(hidden[4][0].item<double>(), 15.0, 1e-6);
   EXPECT_NEAR(hidden[5][0].item<double>(), 20.0, 1e-6);
-  EXPECT_EQ(c.ledger[3].size, 3);
+  EXPECT_EQ(c.ledger[2].size, 3);
 }
 
 // Rank mode (scale 1.5, bias 0, no recycling): the two rater rows above are independent -> rank 2
