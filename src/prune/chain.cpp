@@ -136,13 +136,14 @@ class PrefillStages : public model::LayerHook {
 
 }  // namespace
 
-Chain::Chain(const Chain& other) : name_(other.name_), vision_records_(other.vision_records_) {
+Chain::Chain(const Chain& other) : name_(other.name_), origin_(other.origin_), vision_records_(other.vision_records_) {
   for (const auto& p : other.pruners_) pruners_.push_back(p->clone());
 }
 
 std::unique_ptr<Chain> Chain::build(const config::PipelineConfig& config, const std::string& origin) {
   auto chain = std::make_unique<Chain>();
   chain->name_ = config.name;
+  chain->origin_ = origin;
   std::vector<std::string> known = registered_names();
   std::string list;
   for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
@@ -183,7 +184,15 @@ EncodedFrame Chain::encode_frame(const model::VisionLanguageModel& model, const 
     if (p->stage() != Stage::VisionLayer && p->stage() != Stage::VisionOutput) continue;
     vision.push_back(p.get());
     Needs n = p->needs(n_layers);
-    for (int l : n.vision_cls_attention) req.cls_attention_layers.push_back(l < 0 ? n_layers + l : l);
+    for (int l : n.vision_cls_attention) {
+      int layer = l < 0 ? n_layers + l : l;
+      if (layer < 0 || layer >= n_layers) {
+        throw ConfigError(origin_ + ": " + p->name() + " reads the CLS attention of ViT layer " + std::to_string(l) +
+                          ", but the tower has " + std::to_string(n_layers) + " layers (0.." +
+                          std::to_string(n_layers - 1) + ", or -1 for the last)");
+      }
+      req.cls_attention_layers.push_back(layer);
+    }
     req.proportional_attention = req.proportional_attention || n.proportional_attention;
   }
 

@@ -71,6 +71,7 @@ class Chain {
 
  private:
   std::string name_ = "none";
+  std::string origin_ = "pipeline";  // the YAML it came from, for messages
   std::vector<std::unique_ptr<TokenPruner>> pruners_;
   std::vector<StageRecord> vision_records_;
 };

@@ -102,6 +102,12 @@ TEST(PruneErrors, UnknownPrunerIsExit2NamingFileAndKnownNames) {
   r = mustdrop({"run", clip(), "--model", tiny_model(), "-q", "x?", "--pipeline", p});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("must come before"), std::string::npos) << r.err;
+  // A layer the tower does not have is the pipeline's fault, not an internal error.
+  std::ofstream(p) << "name: x\nchain: [mustdrop.important_set]\nmustdrop: {important_set: {layer: 99}}\n";
+  r = mustdrop({"run", clip(), "--model", tiny_model(), "-q", "x?", "--pipeline", p});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(p + ": mustdrop.important_set reads the CLS attention of ViT layer 99"), std::string::npos)
+      << r.err;
 }
 
 }  // namespace
