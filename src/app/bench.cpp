@@ -63,9 +63,12 @@ struct Measure {
 
 // FLOPs of vision + prefill at `full`'s depth, from the per-layer counts that ran: layers past
 // the depth that ran keep the last count (stages configured deeper are not counted: this
-// understates what deeper stages would save).
+// understates what deeper stages would save). The tower runs up to its feature layer, plus the
+// CLS-row passes that ran.
 double full_depth_flops(const model::ModelConfig& full, const session::Session& s,
                         const std::vector<int64_t>& llm_tokens_per_layer) {
+  const int n = full.vision.num_hidden_layers, index = full.vision_feature_layer;
+  const int tower_layers = index < 0 ? n + 1 + index : index;  // hidden_states[index] = output of layer index-1
   auto extend = [](const std::vector<int64_t>& v, int depth) {
     std::vector<int64_t> out(static_cast<size_t>(depth), v.empty() ? 0 : v.back());
     for (size_t i = 0; i < v.size() && i < out.size(); ++i) out[i] = v[i];
@@ -73,7 +76,8 @@ double full_depth_flops(const model::ModelConfig& full, const session::Session& 
   };
   double total = 0;
   for (const auto& f : s.frames()) {
-    total += model::vision_flops(full.vision, 1, extend(f.tokens_per_vision_layer, full.vision.num_hidden_layers));
+    total += model::vision_flops(full.vision, 1, extend(f.tokens_per_vision_layer, tower_layers));
+    for (int64_t t : f.cls_only_tokens) total += model::cls_row_flops(full.vision, t);
   }
   return total + model::prefill_flops(full.text, extend(llm_tokens_per_layer, full.text.num_hidden_layers));
 }
@@ -99,11 +103,12 @@ Measure measure_once(const model::VisionLanguageModel& model, const prune::Chain
     ft.growths = std::move(f.growths);
     ft.n_tower_tokens = f.n_tower_tokens;
     ft.tokens_per_vision_layer = std::move(f.tokens_per_layer);
+    ft.cls_only_tokens = std::move(f.cls_only_tokens);
     s.add_frame(std::move(ft));
   }
   m.vit_ms = ms_since(t0);
   session::AnswerStats a = s.answer(question, gen, nullptr);
-  m.acc = account(s, &a);
+  m.acc = account(s, {a});
   m.prefill_ms = a.prefill_ms;
   m.ttft_ms = a.ttft_ms;
   m.decode_ms_per_token = a.decode_ms_per_token;
@@ -199,14 +204,15 @@ int run_bench(const BenchArgs& args, config::Config config) {
 
   // The table.
   const Measure& none = result[ref];
+  const size_t n_match = std::min(kMatchTokens, static_cast<size_t>(args.max_new_tokens));
   auto match = [&](const Measure& m) {
-    size_t n = std::min(kMatchTokens, std::max(m.ids.size(), none.ids.size()));
+    size_t n = std::min(n_match, std::max(m.ids.size(), none.ids.size()));
     bool same = m.ids.size() >= n && none.ids.size() >= n && std::equal(m.ids.begin(), m.ids.begin() + n, none.ids.begin());
     return same ? "yes" : "no";
   };
   std::printf("| pipeline | tokens in | to LLM | layer avg | KV after decode | FLOPs | FLOPs vs none | ViT ms | prefill ms | "
               "prefill vs none | TTFT ms | decode ms/tok | KV MB | peak RSS MB | first %zu tokens = none |%s\n",
-              kMatchTokens, full ? " full-depth FLOPs | full-depth vs none |" : "");
+              n_match, full ? " full-depth FLOPs | full-depth vs none |" : "");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|%s\n", full ? "---:|---:|" : "");
   json rows = json::array();
   for (size_t i = 0; i < entries.size(); ++i) {
@@ -247,6 +253,12 @@ int run_bench(const BenchArgs& args, config::Config config) {
     }
     rows.push_back(row);
   }
+  std::printf("\nFLOPs: vision + prefill + decode (analytic, src/model/flops.h); layer avg: vision tokens summed "
+              "over LLM layers / layers; times: median of %d run(s).%s\n",
+              args.repeats,
+              full ? " Full depth: vision + prefill at the preset's full depth (layers past the ones run hold the "
+                     "last count)."
+                   : "");
   std::fflush(stdout);
   if (!args.json_path.empty()) {
     json report{{"video", args.video},

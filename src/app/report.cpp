@@ -49,8 +49,9 @@ double mean(const std::vector<int64_t>& v) {
   return s / static_cast<double>(v.size());
 }
 
-Accounting account(const session::Session& session, const session::AnswerStats* answer) {
+Accounting account(const session::Session& session, const std::vector<session::AnswerStats>& answers) {
   const model::ModelConfig& mc = session.model().config();
+  const session::AnswerStats* answer = answers.empty() ? nullptr : &answers.front();
   Accounting a;
   a.n_vision_tokens_to_llm = session.n_vision_tokens();
   double vision_full = 0;
@@ -58,6 +59,8 @@ Accounting account(const session::Session& session, const session::AnswerStats* 
   for (const auto& f : session.frames()) {
     a.n_vision_tokens_in += f.n_tower_tokens;
     a.flops_vision += model::vision_flops(mc.vision, 1, f.tokens_per_vision_layer);
+    for (int64_t n : f.cls_only_tokens) a.flops_vision += model::cls_row_flops(mc.vision, n);
+    for (const auto& e : f.ledger) a.n_vision_tokens_in_s += e.in_s ? 1 : 0;
     // Layer 0 always runs on every token: the no-dropping count of every layer.
     std::vector<int64_t> full(f.tokens_per_vision_layer.size(),
                               f.tokens_per_vision_layer.empty() ? 0 : f.tokens_per_vision_layer.front());
@@ -66,9 +69,11 @@ Accounting account(const session::Session& session, const session::AnswerStats* 
   }
   a.flops_total = a.flops_vision;
   a.flops_unpruned = vision_full;
+  for (const auto& q : answers) {
+    a.flops_total += q.flops_prefill + q.flops_decode;
+    a.flops_unpruned += q.flops_prefill_unpruned + q.flops_decode_unpruned;
+  }
   if (answer) {
-    a.flops_total += answer->flops_prefill + answer->flops_decode;
-    a.flops_unpruned += answer->flops_prefill_unpruned + answer->flops_decode_unpruned;
     a.n_vision_tokens_layer_avg = mean(answer->vision_per_layer);
     a.n_vision_kv_after_decode = answer->n_vision_kv_after_decode;
   }

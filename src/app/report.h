@@ -28,12 +28,14 @@ struct Accounting {
   int64_t n_vision_tokens_to_llm = 0;  // entering the LLM
   double n_vision_tokens_layer_avg = 0;  // sum over LLM layers of vision tokens present / layers
   int64_t n_vision_kv_after_decode = 0;  // per layer, mean over layers
+  int64_t n_vision_tokens_in_s = 0;      // remembered tokens in the important set S
   double flops_vision = 0;
-  double flops_total = 0;     // vision + prefill + decode
-  double flops_unpruned = 0;  // the same frames and prompt without any dropping
-  nlohmann::json stages;      // per-stage records (vision stages summed over frames)
+  double flops_total = 0;     // vision + prefill + decode of every answer
+  double flops_unpruned = 0;  // the same frames and prompts without any dropping
+  nlohmann::json stages;      // per-stage records (vision stages summed over frames, then the first answer's)
 };
-Accounting account(const session::Session& session, const session::AnswerStats* answer);
+// Token counts and per-stage records of the first answer; FLOPs of all of them.
+Accounting account(const session::Session& session, const std::vector<session::AnswerStats>& answers);
 
 double mean(const std::vector<int64_t>& v);
 

@@ -66,7 +66,7 @@ int run_run(const RunArgs& args, config::Config config) {
   // The report: what ran, what it cost, and every answer produced (also after Ctrl-C).
   const model::ModelConfig& mc = model->config();
   const session::AnswerStats* first = answers.empty() ? nullptr : &answers.front();
-  Accounting acc = account(session, first);
+  Accounting acc = account(session, answers);
   json jans = json::array();
   int64_t kv_peak = 0;
   for (const auto& a : answers) {
@@ -94,6 +94,7 @@ int run_run(const RunArgs& args, config::Config config) {
               {"n_vision_tokens_to_llm", acc.n_vision_tokens_to_llm},
               {"n_vision_tokens_layer_avg", acc.n_vision_tokens_layer_avg},
               {"n_vision_kv_after_decode", acc.n_vision_kv_after_decode},
+              {"n_vision_tokens_in_s", acc.n_vision_tokens_in_s},
               {"stages", acc.stages},
               {"flops_total", acc.flops_total},
               {"flops_unpruned", acc.flops_unpruned},

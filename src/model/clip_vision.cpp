@@ -162,13 +162,19 @@ VisionResult ClipVision::forward(const at::Tensor& pixels, const VisionRequest& 
   for (int i = 0; i <= last_needed; ++i) {
     bool want_cls = std::find(req.cls_attention_layers.begin(), req.cls_attention_layers.end(), i) !=
                     req.cls_attention_layers.end();
-    r.tokens_per_layer.push_back(x.size(1));
     if (i > req.output_layer) {
       // Past the output layer only CLS attention rows are wanted: no MLP, no full attention.
-      if (want_cls) r.cls_attention[i] = cls_attention_only(i, x, tok.size, req.proportional_attention);
-      if (i + 1 <= last_needed) x = layer(i, x, tok.size, req.proportional_attention, nullptr);
+      if (want_cls) {
+        r.cls_only_tokens.push_back(x.size(1));
+        r.cls_attention[i] = cls_attention_only(i, x, tok.size, req.proportional_attention);
+      }
+      if (i + 1 <= last_needed) {
+        r.tokens_per_layer.push_back(x.size(1));
+        x = layer(i, x, tok.size, req.proportional_attention, nullptr);
+      }
       continue;
     }
+    r.tokens_per_layer.push_back(x.size(1));
     at::Tensor cls;
     x = layer(i, x, tok.size, req.proportional_attention, want_cls ? &cls : nullptr);
     if (want_cls) r.cls_attention[i] = cls;

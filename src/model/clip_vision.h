@@ -52,7 +52,8 @@ struct VisionRequest {
 struct VisionResult {
   VisionTokens tokens;                    // after output_layer (and any hooks up to it)
   std::map<int, at::Tensor> cls_attention;  // layer -> [B, T_layer - 1]: CLS row over the other tokens
-  std::vector<int64_t> tokens_per_layer;  // tokens each layer processed
+  std::vector<int64_t> tokens_per_layer;  // tokens each full layer processed
+  std::vector<int64_t> cls_only_tokens;   // tokens of each CLS-row-only pass past the output layer
 };
 
 class ClipVision {

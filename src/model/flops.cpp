@@ -10,6 +10,11 @@ double vision_flops(const VisionConfig& c, int64_t frames, const std::vector<int
   return total * static_cast<double>(frames);
 }
 
+double cls_row_flops(const VisionConfig& c, int64_t n) {
+  double d = c.hidden_size, t = static_cast<double>(n);
+  return t * d * d + d * d + t * d;
+}
+
 double prefill_flops(const TextConfig& c, const std::vector<int64_t>& tokens_per_layer) {
   double total = 0;
   for (int64_t n : tokens_per_layer) total += layer_flops(static_cast<double>(n), c.hidden_size, c.intermediate_size);

@@ -16,6 +16,8 @@ namespace mustdrop::model {
 double layer_flops(double n, double d, double m);
 // A vision tower run over `frames` frames with tokens_per_layer[i] tokens entering layer i.
 double vision_flops(const VisionConfig& c, int64_t frames, const std::vector<int64_t>& tokens_per_layer);
+// A CLS-row-only attention pass over n tokens (keys of every token, one query, one score row).
+double cls_row_flops(const VisionConfig& c, int64_t n);
 // A prefill with tokens_per_layer[i] tokens entering decoder layer i.
 double prefill_flops(const TextConfig& c, const std::vector<int64_t>& tokens_per_layer);
 // `steps` decode steps; kv_per_layer[i] entries in layer i's cache before the first step.

@@ -33,6 +33,7 @@ struct FrameMsg {
   std::shared_ptr<video::ImageTensor> pixels;
   at::Tensor features;  // tower output (after feature selection), then projected tokens
   std::vector<int64_t> tokens_per_layer;
+  std::vector<int64_t> cls_only_tokens;
   std::vector<prune::TokenInfo> ledger;  // one entry per token in `features`
   std::vector<prune::Growth> growths;    // earlier tokens that absorbed some of this frame's
   int64_t n_tower_tokens = 0;
@@ -220,6 +221,7 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
         m.growths = std::move(f.growths);
         m.n_tower_tokens = f.n_tower_tokens;
         m.tokens_per_layer = std::move(f.tokens_per_layer);
+        m.cls_only_tokens = std::move(f.cls_only_tokens);
         m.pixels.reset();
       });
     } else {
@@ -242,6 +244,7 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
         ft.tokens = m.features;
         ft.n_tower_tokens = m.n_tower_tokens;
         ft.tokens_per_vision_layer = m.tokens_per_layer;
+        ft.cls_only_tokens = std::move(m.cls_only_tokens);
         ft.ledger = std::move(m.ledger);
         ft.growths = std::move(m.growths);
         im.session.add_frame(std::move(ft));

@@ -34,12 +34,15 @@ void check_plan(const KeepPlan& plan, const PlanTarget& target, int64_t n, const
     if (kept[static_cast<size_t>(i)]) fail("index " + std::to_string(i) + " kept twice");
     kept[static_cast<size_t>(i)] = 1;
   }
-  std::vector<char> merged_away(static_cast<size_t>(n), 0);
+  std::vector<char> merged_away(static_cast<size_t>(n), 0), in_group(static_cast<size_t>(n), 0);
   for (const auto& g : plan.merges) {
     if (g.into < 0 || g.into >= n || !kept[static_cast<size_t>(g.into)]) fail("a merge goes into a token not kept");
     if (!g.weights.empty() && g.weights.size() != g.members.size()) fail("merge weights do not match its members");
+    if (std::find(g.members.begin(), g.members.end(), g.into) == g.members.end()) fail("a merge target is not a member");
     for (int64_t m : g.members) {
       if (m < 0 || m >= n) fail("merge member " + std::to_string(m) + " out of range");
+      if (in_group[static_cast<size_t>(m)]) fail("token " + std::to_string(m) + " is in two merge groups");
+      in_group[static_cast<size_t>(m)] = 1;
       if (m != g.into && kept[static_cast<size_t>(m)]) fail("merge member " + std::to_string(m) + " is also kept");
       if (m != g.into) merged_away[static_cast<size_t>(m)] = 1;
     }

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <set>
 
@@ -23,9 +24,9 @@ bool acts_after(const Needs& needs, int layer) {
 class VisionStages : public model::VisionHook {
  public:
   VisionStages(std::vector<TokenPruner*> pruners, int n_layers, int feature_layer, int grid,
-               std::vector<TokenInfo>& ledger, std::vector<StageRecord>& records)
+               std::vector<TokenInfo>& ledger, std::vector<StageRecord>& records, const std::string& origin)
       : pruners_(std::move(pruners)), n_layers_(n_layers), feature_layer_(feature_layer), grid_(grid),
-        ledger_(ledger), records_(records) {}
+        ledger_(ledger), records_(records), origin_(origin) {}
 
   void after_layer(int layer, model::VisionTokens& tokens, const at::Tensor& cls_attention) override {
     for (TokenPruner* p : pruners_) {
@@ -35,6 +36,14 @@ class VisionStages : public model::VisionHook {
 
   // Runs `p` at `layer` over `tokens` ([1, T, ...]); `cls_attention` [1, T-1] or undefined.
   void run(TokenPruner& p, int layer, model::VisionTokens& tokens, const at::Tensor& cls_attention) {
+    const std::vector<int>& cls_layers = p.needs(n_layers_).vision_cls_attention;
+    bool reads_cls = std::count_if(cls_layers.begin(), cls_layers.end(), [&](int l) {
+                       return (l < 0 ? n_layers_ + l : l) == layer;
+                     }) > 0;
+    if (reads_cls && cls_attention.defined() && cls_attention.size(1) + 1 != static_cast<int64_t>(ledger_.size())) {
+      throw ConfigError(origin_ + ": " + p.name() + " reads the CLS attention of ViT layer " + std::to_string(layer) +
+                        ", but an earlier stage at the same layer changed the tokens; move it to a later layer");
+    }
     auto t0 = Clock::now();
     int64_t n_in = static_cast<int64_t>(ledger_.size());
     View v;
@@ -71,13 +80,15 @@ class VisionStages : public model::VisionHook {
   int n_layers_, feature_layer_, grid_;
   std::vector<TokenInfo>& ledger_;
   std::vector<StageRecord>& records_;
+  const std::string& origin_;
 };
 
 // Applies the prefill stages between LLM layers and remembers which vision tokens each layer cached.
 class PrefillStages : public model::LayerHook {
  public:
-  PrefillStages(std::vector<const TokenPruner*> pruners, const View& base, PrefillRun& run, std::vector<TokenInfo> ledger)
-      : pruners_(std::move(pruners)), base_(base), run_(run), ledger_(std::move(ledger)) {}
+  PrefillStages(std::vector<const TokenPruner*> pruners, const View& base, PrefillRun& run, std::vector<TokenInfo> ledger,
+                const std::string& origin)
+      : pruners_(std::move(pruners)), base_(base), run_(run), ledger_(std::move(ledger)), origin_(origin) {}
 
   std::vector<int64_t> attention_rows(int layer, int64_t n_tokens) override {
     std::set<int64_t> rows;
@@ -91,12 +102,18 @@ class PrefillStages : public model::LayerHook {
 
   void after_layer(model::LayerState& st) override {
     run_.layer_vision.push_back(ledger_);  // what this layer cached
+    if (st.layer == base_.n_layers - 1) run_.final_positions = st.positions;
     std::vector<int64_t> rows = attention_rows(st.layer, st.hidden.size(0));
+    bool changed = false;
     for (const TokenPruner* p : pruners_) {
       if (!acts_after(p->needs(base_.n_layers), st.layer)) continue;
       auto t0 = Clock::now();
       int64_t n_in = static_cast<int64_t>(ledger_.size());
       View v = view(st.layer, st.hidden.size(0));
+      if (changed && !p->attention_rows(v).empty()) {
+        throw ConfigError(origin_ + ": " + p->name() + " reads attention after LLM layer " + std::to_string(st.layer) +
+                          ", but an earlier stage at the same layer changed the tokens; move it to another layer");
+      }
       v.hidden = st.hidden;
       v.rows = rows;
       v.attention = st.attention;
@@ -109,10 +126,8 @@ class PrefillStages : public model::LayerHook {
       apply_plan(plan, target, p->name());
       record_stage(run_.records, p->name(), p->stage(), st.layer, n_in, static_cast<int64_t>(ledger_.size()),
                    ms_since(t0));
-      // Rows asked for belong to the sequence before this plan; a second pruner at the same
-      // layer sees no attention.
-      rows.clear();
-      st.attention = at::Tensor();
+      // Rows asked for belong to the sequence before this plan.
+      changed = changed || static_cast<int64_t>(ledger_.size()) != n_in;
     }
   }
 
@@ -132,6 +147,7 @@ class PrefillStages : public model::LayerHook {
   View base_;
   PrefillRun& run_;
   std::vector<TokenInfo> ledger_;
+  const std::string& origin_;
 };
 
 }  // namespace
@@ -210,7 +226,7 @@ EncodedFrame Chain::encode_frame(const model::VisionLanguageModel& model, const 
   for (TokenPruner* p : vision) {
     if (p->stage() == Stage::VisionLayer) in_tower.push_back(p);
   }
-  VisionStages stages(in_tower, n_layers, req.output_layer, grid, ledger, vision_records_);
+  VisionStages stages(in_tower, n_layers, req.output_layer, grid, ledger, vision_records_, origin_);
   req.hook = &stages;
   model::VisionResult r = tower.forward(pixels, req);
 
@@ -231,11 +247,13 @@ EncodedFrame Chain::encode_frame(const model::VisionLanguageModel& model, const 
     }
   }
 
+  for (TokenPruner* p : vision) p->frame_done(ledger);
   EncodedFrame f;
   f.features = model.select_features(r.tokens).select(0, 0);
   if (!model.keeps_cls()) ledger.erase(ledger.begin());
   f.ledger = std::move(ledger);
   f.tokens_per_layer = std::move(r.tokens_per_layer);
+  f.cls_only_tokens = std::move(r.cls_only_tokens);
   f.n_tower_tokens = model.tokens_per_frame();
   f.growths = std::move(stages.growths_);
   return f;
@@ -268,7 +286,9 @@ PrefillRun Chain::prefill(const model::VisionLanguageModel& model, const model::
   base.prompt_vision_begin = layout.vision_begin;
   base.prompt_n_vision = layout.n_vision;
   base.n_frames = std::max<int64_t>(1, n_frames);
-  PrefillStages hook(stages, base, run, ledger);
+  static std::atomic<int64_t> prefills{0};
+  base.prefill_id = ++prefills;
+  PrefillStages hook(stages, base, run, ledger, origin_);
   f.hook = &hook;
   run.out = model.llm().forward(f);
   run.final_ids.clear();
@@ -276,6 +296,45 @@ PrefillRun Chain::prefill(const model::VisionLanguageModel& model, const model::
     for (const auto& e : run.layer_vision.back()) run.final_ids.push_back(e.id);
   }
   return run;
+}
+
+std::vector<std::string> Chain::inactive_stages(const model::VisionLanguageModel& model) const {
+  std::vector<std::string> out;
+  const int vision_layers = model.frame_tower().n_layers(), llm_layers = model.llm().n_layers();
+  const int feature = model.feature_layer();
+  for (const auto& p : pruners_) {
+    switch (p->stage()) {
+      case Stage::VisionLayer: {
+        Needs n = p->needs(vision_layers);
+        bool acts = false;
+        for (int l : n.layers) {
+          bool reads_cls = std::count(n.vision_cls_attention.begin(), n.vision_cls_attention.end(), l) > 0 ||
+                           std::count(n.vision_cls_attention.begin(), n.vision_cls_attention.end(), l - vision_layers) > 0;
+          acts = acts || (l >= 0 && (l <= feature || (reads_cls && l < vision_layers)));
+        }
+        if (!acts) {
+          out.push_back(p->name() + " acts after no ViT layer up to the feature layer " + std::to_string(feature) +
+                        ": it never acts");
+        }
+        break;
+      }
+      case Stage::VisionOutput:
+        break;
+      case Stage::Prefill:
+      case Stage::Decode: {
+        std::string past;
+        for (int l : p->needs(llm_layers).layers) {
+          if (l >= llm_layers) past += (past.empty() ? "" : ", ") + std::to_string(l);
+        }
+        if (!past.empty()) {
+          out.push_back(p->name() + ": layer(s) " + past + " lie past the LLM's " + std::to_string(llm_layers) +
+                        " layers; " + (p->stage() == Stage::Decode ? "nothing is evicted" : "it never acts there"));
+        }
+        break;
+      }
+    }
+  }
+  return out;
 }
 
 void Chain::after_decode_step(int step, model::KvCache& cache, PrefillRun& run) const {

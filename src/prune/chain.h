@@ -4,7 +4,7 @@
 //
 // Threading: vision stages run on the encoder (one frame at a time, in order) and keep the
 // stream's memory (temporal windows); prefill/decode stages are separate objects and hold no
-// per-stream memory, so a question may be answered while frames are still encoded.
+// per-stream memory. The session calls one or the other, never both at once.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -24,7 +24,8 @@ namespace mustdrop::prune {
 struct EncodedFrame {
   at::Tensor features;                    // [n, Dv] tower features (CLS only if the model keeps it)
   std::vector<TokenInfo> ledger;          // n entries
-  std::vector<int64_t> tokens_per_layer;  // tokens each ViT layer processed
+  std::vector<int64_t> tokens_per_layer;  // tokens each full ViT layer processed
+  std::vector<int64_t> cls_only_tokens;   // tokens of each CLS-row-only pass (S past the feature layer)
   int64_t n_tower_tokens = 0;             // vision tokens of a frame without dropping
   std::vector<Growth> growths;            // earlier frames' tokens that absorbed tokens of this frame
 };
@@ -36,6 +37,7 @@ struct PrefillRun {
   int64_t n_vision_in = 0;                          // vision tokens entering the LLM
   std::vector<std::vector<TokenInfo>> layer_vision;  // per layer: the vision tokens in its cache, in order
   std::vector<int64_t> final_ids;                   // ids of vision tokens that reached the last layer
+  at::Tensor final_positions;                       // positions of every token that reached the last layer
   std::vector<StageRecord> records;                 // prefill and decode stages of this answer
 };
 
@@ -64,6 +66,8 @@ class Chain {
                      model::KvCache& cache) const;
   // Decode stages due after `step` decode steps (0: right after prefill) act on `cache`.
   void after_decode_step(int step, model::KvCache& cache, PrefillRun& run) const;
+  // Stages that can never act on `model` (layers past its depth), one line each, for a warning.
+  std::vector<std::string> inactive_stages(const model::VisionLanguageModel& model) const;
   // Vision-stage records summed over the frames encoded so far.
   const std::vector<StageRecord>& vision_records() const { return vision_records_; }
   // Forgets per-stream memory and records (a new stream).

@@ -81,13 +81,14 @@ struct View {
   int64_t prompt_vision_begin = 0;
   int64_t prompt_n_vision = 0;
   int64_t n_frames = 1;        // frames in the vision block (budgets are per frame)
+  int64_t prefill_id = 0;      // Prefill: unique per prefill (what depends on the prompt alone may be cached)
   int step = 0;                // Decode: decode steps done
   const std::vector<int64_t>* final_ids = nullptr;  // Decode: ids of vision tokens that reached the last layer
 };
 
 // What a pruner needs computed for it.
 struct Needs {
-  std::vector<int> layers;               // layers after which it acts (ViT or LLM, by stage); Decode: unused
+  std::vector<int> layers;               // layers after which it acts (ViT or LLM, by stage); Decode: the first layer it evicts from
   std::vector<int> vision_cls_attention; // ViT layers whose CLS rows it reads (-1: last)
   bool proportional_attention = false;   // merged ViT tokens weigh by log(size) in attention
 };
@@ -112,6 +113,9 @@ class TokenPruner {
   virtual std::unique_ptr<TokenPruner> clone() const = 0;
   // Forgets per-stream memory (a new stream).
   virtual void reset() {}
+  // Vision stages: a frame is done; `tokens` are its tokens as they leave the tower (CLS first).
+  // Per-stream memory may only point at tokens that exist.
+  virtual void frame_done(const std::vector<TokenInfo>& tokens) { (void)tokens; }
 };
 
 // Indices of the `k` largest `scores` (ties: lower index first), returned ascending.

@@ -19,7 +19,9 @@ double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std
 }  // namespace
 
 Session::Session(const model::VisionLanguageModel& model, const prune::Chain* chain)
-    : model_(model), chain_(chain ? std::make_unique<prune::Chain>(*chain) : std::make_unique<prune::Chain>()) {}
+    : model_(model), chain_(chain ? std::make_unique<prune::Chain>(*chain) : std::make_unique<prune::Chain>()) {
+  for (const auto& line : chain_->inactive_stages(model_)) MD_LOG_WARN("prune", chain_->name() << ": " << line);
+}
 
 prune::EncodedFrame Session::encode_frame(const at::Tensor& pixels, int64_t seq, double t_sec) {
   return chain_->encode_frame(model_, pixels, seq, t_sec);
@@ -120,6 +122,7 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
   st.n_generated = static_cast<int64_t>(g.ids.size());
   st.ids = g.ids;
   st.first_logits = out.logits;
+  st.final_positions = run.final_positions;
   st.stopped_by_eos = g.stopped_by_eos;
   st.decode_ms_per_token = g.ids.size() > 1 ? g.decode_ms / static_cast<double>(g.ids.size() - 1) : 0.0;
   st.kv_bytes_peak = cache.peak_bytes();

@@ -27,7 +27,8 @@ struct FrameTokens {
   at::Tensor tokens;                  // [n, text hidden] projected
   std::vector<LedgerEntry> ledger;    // n entries
   int64_t n_tower_tokens = 0;         // tokens out of the tower before any dropping
-  std::vector<int64_t> tokens_per_vision_layer;  // tokens each ViT layer processed
+  std::vector<int64_t> tokens_per_vision_layer;  // tokens each full ViT layer processed
+  std::vector<int64_t> cls_only_tokens;          // tokens of each CLS-row-only pass (S past the feature layer)
   std::vector<prune::Growth> growths;  // earlier frames' tokens that absorbed tokens of this frame
 };
 
@@ -36,6 +37,7 @@ struct AnswerStats {
   std::string answer;
   std::vector<int> ids;                 // generated token ids
   at::Tensor first_logits;              // [1, vocab] the prefill's last row (the first token's scores)
+  at::Tensor final_positions;           // [n] RoPE positions of the tokens that reached the last LLM layer
   int64_t n_vision_tokens = 0;          // entering the LLM
   int64_t n_prompt_tokens = 0;
   std::vector<int64_t> vision_per_layer;  // vision tokens present in each LLM layer
@@ -60,6 +62,7 @@ using TextCallback = std::function<void(const std::string& piece)>;
 class Session {
  public:
   // `chain` (copied: its per-stream memory belongs to this session) drops tokens; none: keep all.
+  // Stages that can never act on `model` (layers past its depth) are logged as warnings.
   explicit Session(const model::VisionLanguageModel& model, const prune::Chain* chain = nullptr);
 
   // Encodes one frame ([1, 3, S, S]) through the tower with the chain's vision stages (frames

@@ -56,6 +56,13 @@ Needs SparseVlm::needs(int) const {
 }
 
 std::vector<int64_t> SparseVlm::raters(const View& v) const {
+  if (v.prefill_id != 0 && v.prefill_id == raters_prefill_) return raters_;
+  raters_ = compute_raters(v);
+  raters_prefill_ = v.prefill_id;
+  return raters_;
+}
+
+std::vector<int64_t> SparseVlm::compute_raters(const View& v) const {
   const at::Tensor& emb = v.prompt_embeddings;
   int64_t text_begin = v.prompt_vision_begin + v.prompt_n_vision;
   int64_t n_text = emb.size(0) - text_begin;

@@ -25,7 +25,11 @@ class SparseVlm : public TokenPruner {
   std::vector<int64_t> raters(const View& view) const;
 
  private:
+  std::vector<int64_t> compute_raters(const View& view) const;
   config::SparseVlmOptions o_;
+  // Raters depend only on the prompt: computed once per prefill.
+  mutable int64_t raters_prefill_ = 0;
+  mutable std::vector<int64_t> raters_;
 };
 
 std::unique_ptr<TokenPruner> make_sparsevlm(const config::PipelineConfig& config);

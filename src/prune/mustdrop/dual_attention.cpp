@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <map>
 
 #include "core/error.h"
 
@@ -48,8 +49,18 @@ KeepPlan DualAttention::decide(const View& v) {
   if (text.empty()) return KeepPlan::keep_all(n);
   at::Tensor m = text_to_vision(v, text);          // [T, n_v]
   at::Tensor global = m.sum(0);                    // [n_v]
-  double total = global.sum().item<double>();
-  at::Tensor share = total > 0 ? global / total : global;
+  // Share of its own frame's total: for one image the published rule; over several frames the
+  // thresholds keep their single-image meaning instead of shrinking with the frame count.
+  std::vector<int64_t> frame_of(static_cast<size_t>(n));
+  std::map<int64_t, int64_t> frame_index;
+  for (int64_t i = 0; i < n; ++i) {
+    auto it = frame_index.emplace(tokens[size_t(i)].frame_seq, static_cast<int64_t>(frame_index.size())).first;
+    frame_of[size_t(i)] = it->second;
+  }
+  at::Tensor group = at::tensor(frame_of, at::TensorOptions().dtype(at::kLong));
+  at::Tensor totals = at::zeros({static_cast<int64_t>(frame_index.size())}, global.options()).index_add_(0, group, global);
+  at::Tensor denom = totals.index_select(0, group);
+  at::Tensor share = at::where(denom > 0, global / denom, at::zeros_like(global));
   at::Tensor local = std::get<0>(m.max(0));
   KeepPlan plan;
   if (o_.target_tokens_per_frame > 0) {

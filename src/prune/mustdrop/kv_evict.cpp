@@ -5,7 +5,11 @@
 
 namespace mustdrop::prune {
 
-Needs KvEvict::needs(int) const { return Needs{}; }
+Needs KvEvict::needs(int) const {
+  Needs n;
+  n.layers = {o_.layer};
+  return n;
+}
 
 KeepPlan KvEvict::decide(const View& v) {
   const std::vector<TokenInfo>& tokens = *v.tokens;

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <unordered_map>
+#include <unordered_set>
 
 namespace mustdrop::prune {
 
@@ -17,6 +18,19 @@ Needs Lsm::needs(int) const {
 }
 
 void Lsm::reset() { memory_ = Memory{}; }
+
+void Lsm::frame_done(const std::vector<TokenInfo>& tokens) {
+  // A later stage of the same frame may have merged or dropped an anchor: forget those cells.
+  if (memory_.anchor_id.empty() || tokens.empty()) return;
+  const int64_t frame = tokens.back().frame_seq;
+  std::unordered_set<int64_t> alive;
+  for (const auto& t : tokens) alive.insert(t.id);
+  for (size_t c = 0; c < memory_.anchor_id.size(); ++c) {
+    if (memory_.anchor_frame[c] == frame && memory_.anchor_id[c] >= 0 && !alive.count(memory_.anchor_id[c])) {
+      memory_.anchor_id[c] = -1;
+    }
+  }
+}
 
 KeepPlan Lsm::decide(const View& v) {
   const std::vector<TokenInfo>& tokens = *v.tokens;

@@ -33,6 +33,7 @@ class Lsm : public TokenPruner {
   KeepPlan decide(const View& view) override;
   std::unique_ptr<TokenPruner> clone() const override { return std::make_unique<Lsm>(*this); }
   void reset() override;
+  void frame_done(const std::vector<TokenInfo>& tokens) override;
 
  private:
   config::LsmOptions o_;

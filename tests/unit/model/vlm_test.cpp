@@ -67,7 +67,8 @@ TEST(ClipVision, ClsAttentionEqualsAHandComputation) {
   };
   EXPECT_TRUE(at::allclose(r.cls_attention.at(0).to(at::kDouble), cls_row(x, 0), 1e-5, 1e-7));
   EXPECT_TRUE(at::allclose(r.cls_attention.at(1).to(at::kDouble), cls_row(r.tokens.hidden, 1), 1e-5, 1e-7));
-  EXPECT_EQ(r.tokens_per_layer, (std::vector<int64_t>{17, 17}));
+  EXPECT_EQ(r.tokens_per_layer, (std::vector<int64_t>{17}));  // one full layer
+  EXPECT_EQ(r.cls_only_tokens, (std::vector<int64_t>{17}));   // and one CLS-row pass
 }
 
 // Copies token `src` over token `dst` after layer 0, and optionally merges them (drops dst,

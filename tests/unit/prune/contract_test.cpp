@@ -11,6 +11,7 @@
 #include <set>
 
 #include "config/pipeline_config.h"
+#include "core/error.h"
 #include "core/sysinfo.h"
 #include "model/tiny_model.h"
 #include "prune/chain.h"
@@ -25,27 +26,48 @@ using prune::KeepPlan;
 using prune::TokenPruner;
 using prune::View;
 
-// Per pruner: a configuration with a real budget, and one that keeps everything.
+// What a budget limits, worked out from the configuration (2 frames of 24 x 24 patches on the
+// 4-layer tiny LLM; S = ceil(0.08 * 576) = 47 per frame = 94 when important_set runs first).
+enum class Count { ToLlm, InS, LastLayer, KvAfter };
+
+// Per pruner: a configuration with a real budget, the count it must give (`exact`) or stay
+// under, and a configuration that keeps everything.
 struct Case {
   std::string budget_yaml;
+  Count what;
+  int64_t expected;
+  bool exact;
   std::string keep_all_yaml;
 };
 
 const std::map<std::string, Case>& cases() {
   static const std::map<std::string, Case> c = {
+      // Half of every frame is flat: at least one 3 x 3 window merges (8 tokens fewer).
       {"mustdrop.lsm",
-       {"mustdrop: {lsm: {threshold: 0.5, temporal_frames: 3, temporal_threshold: 0.5}}",
-        "mustdrop: {lsm: {threshold: 2.0, temporal_frames: 1}}"}},
-      {"mustdrop.important_set", {"mustdrop: {important_set: {ratio: 0.2}}", "mustdrop: {important_set: {ratio: 0.08}}"}},
+       {"mustdrop: {lsm: {threshold: 0.5, temporal_frames: 3, temporal_threshold: 0.5}}", Count::ToLlm, 2 * 576 - 8,
+        false, "mustdrop: {lsm: {threshold: 2.0, temporal_frames: 1}}"}},
+      // ceil(0.2 * 576) = 116 per frame.
+      {"mustdrop.important_set",
+       {"mustdrop: {important_set: {ratio: 0.2}}", Count::InS, 2 * 116, true, "mustdrop: {important_set: {ratio: 0.08}}"}},
+      // 40 per frame = 80 < |S| = 94: S alone stays after layer 1.
       {"mustdrop.dual_attention",
-       {"mustdrop: {dual_attention: {layers: [1], target_tokens_per_frame: 40}}",
+       {"mustdrop: {dual_attention: {layers: [1], target_tokens_per_frame: 40}}", Count::LastLayer, 94, true,
         "mustdrop: {dual_attention: {layers: [1, 2], global_threshold: 0, local_threshold: 0}}"}},
-      {"mustdrop.kv_evict", {"mustdrop: {kv_evict: {layer: 1}}", "mustdrop: {kv_evict: {layer: 1000}}"}},
-      {"fastv", {"fastv: {k: 2, keep_tokens_per_frame: 30}", "fastv: {k: 2, keep_ratio: 1.0}"}},
-      {"tome", {"tome: {target_tokens_per_frame: 300}", "tome: {r: 0}"}},
+      // Layer 0 keeps all 1152, layers 1..3 keep S: (1152 + 3 * 94) / 4 = 358.
+      {"mustdrop.kv_evict",
+       {"mustdrop: {kv_evict: {layer: 1}}", Count::KvAfter, (1152 + 3 * 94) / 4, true,
+        "mustdrop: {kv_evict: {layer: 0, policy: final_kept}}"}},
+      {"fastv", {"fastv: {k: 2, keep_tokens_per_frame: 60}", Count::LastLayer, 120, true, "fastv: {k: 2, keep_ratio: 1.0}"}},
+      // r per layer reaches 300 per frame within the 3 layers up to the feature layer.
+      {"tome", {"tome: {target_tokens_per_frame: 300}", Count::ToLlm, 600, true, "tome: {r: 0}"}},
+      // Layer 1: keep 100, recycle int(1052 * .3) + 1 = 316 into int(31.6) + 1 = 32 clusters -> 132;
+      // layer 2: keep 100, recycle int(32 * .3) + 1 = 10 into 2 clusters -> 102.
       {"sparsevlm",
-       {"sparsevlm: {layers: [1, 2], target_tokens_per_frame: 50}", "sparsevlm: {layers: [1], target_tokens_per_frame: 100000}"}},
-      {"random", {"random: {layer: 1, keep_tokens_per_frame: 25, seed: 7}", "random: {layer: 1, keep_ratio: 1.0}"}},
+       {"sparsevlm: {layers: [1, 2], target_tokens_per_frame: 50}", Count::LastLayer, 102, true,
+        "sparsevlm: {layers: [1], target_tokens_per_frame: 100000}"}},
+      {"random",
+       {"random: {layer: 1, keep_tokens_per_frame: 60, seed: 7}", Count::LastLayer, 120, true,
+        "random: {layer: 1, keep_ratio: 1.0}"}},
   };
   return c;
 }
@@ -127,6 +149,8 @@ std::unique_ptr<Chain> chain_for(const std::string& name, const std::string& kno
   return chain;
 }
 
+const std::string kQuestion = "What is on the left?";
+
 struct Outcome {
   std::vector<int> ids;
   session::AnswerStats stats;
@@ -152,7 +176,7 @@ Outcome answer_with(const Chain& chain, int n_frames = 2) {
   }
   model::GenerationOptions g;
   g.max_new_tokens = 8;
-  o.stats = s.answer("What is on the left?", g, nullptr);
+  o.stats = s.answer(kQuestion, g, nullptr);
   o.ids = o.stats.ids;
   return o;
 }
@@ -174,18 +198,46 @@ TEST_P(Contract, RespectsItsBudgetAndNeverDropsSOrText) {
       std::find_if(chain->pruners().begin(), chain->pruners().end(), [&](const auto& p) { return p->name() == name; })
           ->get());
   ASSERT_NE(checked, nullptr);
-  // Each frame's S reached the LLM's first layer, all of it.
   int64_t s_total = 0;
   for (const auto& ledger : o.frame_ledgers) {
     for (const auto& e : ledger) s_total += e.in_s ? 1 : 0;
   }
   EXPECT_GT(s_total, 0);
-  // Text: every layer's cache holds all sys + text tokens (prompt minus its vision block).
-  int64_t n_text = o.stats.n_prompt_tokens - o.stats.n_vision_tokens;
-  for (int64_t v : o.stats.vision_per_layer) EXPECT_GE(v, 0);
-  EXPECT_EQ(static_cast<int64_t>(o.stats.vision_per_layer.size()), tiny().llm().n_layers());
-  EXPECT_GT(n_text, 0);
-  EXPECT_LE(o.stats.n_vision_kv_after_decode, o.stats.n_vision_tokens);
+  // The budget, against the count worked out from the configuration.
+  const Case& c = cases().at(name);
+  int64_t got = 0;
+  switch (c.what) {
+    case Count::ToLlm:
+      got = o.stats.n_vision_tokens;
+      break;
+    case Count::InS:
+      got = s_total;
+      break;
+    case Count::LastLayer:
+      got = o.stats.vision_per_layer.back();
+      break;
+    case Count::KvAfter:
+      got = o.stats.n_vision_kv_after_decode;
+      break;
+  }
+  if (c.exact) {
+    EXPECT_EQ(got, c.expected) << name;
+  } else {
+    EXPECT_LE(got, c.expected) << name;
+  }
+  // Text and S: the tokens that reached the last LLM layer are every system token, every text
+  // token (their positions, in order, at the end) and vision tokens in between, S among them.
+  model::PromptLayout layout = tiny().build_prompt(kQuestion, o.stats.n_vision_tokens);
+  at::Tensor pos = o.stats.final_positions.contiguous();
+  const int64_t* p = pos.data_ptr<int64_t>();
+  const int64_t n = pos.numel(), n_text = static_cast<int64_t>(layout.ids.size()) - layout.text_begin();
+  ASSERT_GE(n, layout.vision_begin + n_text);
+  for (int64_t i = 0; i < layout.vision_begin; ++i) EXPECT_EQ(p[i], i);
+  for (int64_t i = 0; i < n_text; ++i) EXPECT_EQ(p[n - n_text + i], layout.text_begin() + i);
+  for (int64_t i = layout.vision_begin + 1; i < n - n_text; ++i) EXPECT_LT(p[i - 1], p[i]);
+  if (c.what == Count::LastLayer) {
+    EXPECT_GE(n - layout.vision_begin - n_text, s_total);
+  }
   EXPECT_GT(*checked->calls, 0) << name << " never acted";
 }
 
@@ -276,6 +328,42 @@ TEST(Pipelines, EveryShippedPipelineBuildsAndCommentsEveryKnob) {
     }
   }
   EXPECT_GE(n, 10);
+}
+
+}  // namespace
+}  // namespace mustdrop
+
+namespace mustdrop {
+namespace {
+
+TEST(ChainErrors, AStaleAttentionReadIsAConfigErrorNamingThePipeline) {
+  c10::InferenceMode guard;
+  // S at layer 0 after LSM changed the tokens at layer 0: its CLS row would be stale.
+  auto vision = Chain::build(config::load_pipeline_string("chain: [mustdrop.lsm, mustdrop.important_set]\n"
+                                                          "mustdrop: {lsm: {threshold: -1}, important_set: {layer: 0}}",
+                                                          "p.yaml"),
+                             "p.yaml");
+  EXPECT_THROW(vision->encode_frame(tiny(), frame(0), 0, 0.0), ConfigError);
+  // Two attention readers after the same LLM layer, the first one dropping tokens.
+  auto llm = Chain::build(config::load_pipeline_string("chain: [mustdrop.dual_attention, fastv]\n"
+                                                       "mustdrop: {dual_attention: {layers: [2], target_tokens_per_frame: 10}}\n"
+                                                       "fastv: {k: 3, keep_ratio: 0.5}",
+                                                       "p.yaml"),
+                          "p.yaml");
+  EXPECT_THROW(answer_with(*llm, 1), ConfigError);
+}
+
+TEST(ChainErrors, StagesPastTheModelsDepthAreNamed) {
+  // The tiny LLM has 4 layers, its tower 4 (feature layer 2).
+  auto chain = Chain::build(config::load_pipeline(test::source_dir() + "/pipelines/mustdrop.yaml"), "mustdrop.yaml");
+  std::vector<std::string> lines = chain->inactive_stages(tiny());
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("mustdrop.dual_attention: layer(s) 6, 10, 14 lie past the LLM's 4 layers"), std::string::npos)
+      << lines[0];
+  auto lsm = Chain::build(config::load_pipeline_string("chain: [mustdrop.lsm]\nmustdrop: {lsm: {layer: 3}}", "p.yaml"),
+                          "p.yaml");
+  ASSERT_EQ(lsm->inactive_stages(tiny()).size(), 1u);
+  EXPECT_NE(lsm->inactive_stages(tiny())[0].find("never acts"), std::string::npos);
 }
 
 }  // namespace
