@@ -15,6 +15,7 @@
 #include "app/report.h"
 #include "config/pipeline_config.h"
 #include "core/error.h"
+#include "core/timing.h"
 #include "core/log.h"
 #include "core/sysinfo.h"
 #include "model/flops.h"
@@ -27,8 +28,6 @@ namespace mustdrop::app {
 namespace {
 
 using nlohmann::json;
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 constexpr size_t kMatchTokens = 16;  // answers are compared on their first 16 tokens
 
@@ -95,16 +94,8 @@ Measure measure_once(const model::VisionLanguageModel& model, const prune::Chain
     at::Tensor pixels =
         at::from_blob(const_cast<float*>(px.data.data()), {1, px.channels, px.height, px.width}, at::kFloat);
     prune::EncodedFrame f = s.encode_frame(pixels, static_cast<int64_t>(i), frames.t_sec[i]);
-    session::FrameTokens ft;
-    ft.seq = static_cast<int64_t>(i);
-    ft.t_sec = frames.t_sec[i];
-    ft.tokens = model.project(f.features);
-    ft.ledger = std::move(f.ledger);
-    ft.growths = std::move(f.growths);
-    ft.n_tower_tokens = f.n_tower_tokens;
-    ft.tokens_per_vision_layer = std::move(f.tokens_per_layer);
-    ft.cls_only_tokens = std::move(f.cls_only_tokens);
-    s.add_frame(std::move(ft));
+    at::Tensor tokens = model.project(f.features);
+    s.add_frame(session::frame_tokens(std::move(f), tokens, static_cast<int64_t>(i), frames.t_sec[i]));
   }
   m.vit_ms = ms_since(t0);
   session::AnswerStats a = s.answer(question, gen, nullptr);

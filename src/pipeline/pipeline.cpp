@@ -31,12 +31,8 @@ struct FrameMsg {
   bool eos = false;       // end of stream: no frame; the last message of a source
   std::shared_ptr<video::Frame> frame;
   std::shared_ptr<video::ImageTensor> pixels;
-  at::Tensor features;  // tower output (after feature selection), then projected tokens
-  std::vector<int64_t> tokens_per_layer;
-  std::vector<int64_t> cls_only_tokens;
-  std::vector<prune::TokenInfo> ledger;  // one entry per token in `features`
-  std::vector<prune::Growth> growths;    // earlier tokens that absorbed some of this frame's
-  int64_t n_tower_tokens = 0;
+  std::shared_ptr<prune::EncodedFrame> encoded;  // tower output with its ledger
+  at::Tensor tokens;                             // the projected features
   bool failed = false;
 };
 
@@ -215,13 +211,7 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
         const video::ImageTensor& px = *m.pixels;
         at::Tensor pixels =
             at::from_blob(const_cast<float*>(px.data.data()), {1, px.channels, px.height, px.width}, at::kFloat);
-        prune::EncodedFrame f = im.session.encode_frame(pixels, m.seq, m.t_sec);
-        m.features = f.features;
-        m.ledger = std::move(f.ledger);
-        m.growths = std::move(f.growths);
-        m.n_tower_tokens = f.n_tower_tokens;
-        m.tokens_per_layer = std::move(f.tokens_per_layer);
-        m.cls_only_tokens = std::move(f.cls_only_tokens);
+        m.encoded = std::make_shared<prune::EncodedFrame>(im.session.encode_frame(pixels, m.seq, m.t_sec));
         m.pixels.reset();
       });
     } else {
@@ -230,7 +220,9 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
     return m;
   });
   flow::function_node<FrameMsg, FrameMsg> projector(g, flow::serial, [&](FrameMsg m) {
-    if (!m.failed && !m.eos) m.failed = !im.guarded("projector", [&] { m.features = model.project(m.features); });
+    if (!m.failed && !m.eos) {
+      m.failed = !im.guarded("projector", [&] { m.tokens = model.project(m.encoded->features); });
+    }
     return m;
   });
   flow::function_node<FrameMsg, flow::continue_msg> memory(g, flow::serial, [&](FrameMsg m) {
@@ -238,16 +230,7 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
       MD_LOG_DEBUG("pipeline", m.source_id << ": end of stream after " << stats.n_frames_encoded << " frames");
     } else if (!m.failed) {
       im.guarded("memory", [&] {
-        session::FrameTokens ft;
-        ft.seq = m.seq;
-        ft.t_sec = m.t_sec;
-        ft.tokens = m.features;
-        ft.n_tower_tokens = m.n_tower_tokens;
-        ft.tokens_per_vision_layer = m.tokens_per_layer;
-        ft.cls_only_tokens = std::move(m.cls_only_tokens);
-        ft.ledger = std::move(m.ledger);
-        ft.growths = std::move(m.growths);
-        im.session.add_frame(std::move(ft));
+        im.session.add_frame(session::frame_tokens(std::move(*m.encoded), m.tokens, m.seq, m.t_sec));
         ++stats.n_frames_encoded;
       });
     }

@@ -8,13 +8,11 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/timing.h"
 #include "model/flops.h"
 
 namespace mustdrop::prune {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 bool acts_after(const Needs& needs, int layer) {
   return std::find(needs.layers.begin(), needs.layers.end(), layer) != needs.layers.end();

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 namespace mustdrop::prune {
@@ -49,6 +50,11 @@ std::vector<int64_t> top_k_ascending(const at::Tensor& scores, int64_t k) {
 
 int64_t frame_budget(int64_t per_frame, int64_t n_frames, int64_t n) {
   return std::min(n, per_frame * std::max<int64_t>(1, n_frames));
+}
+
+int64_t count_or_ratio(int64_t per_frame, double ratio, const View& v) {
+  if (per_frame > 0) return frame_budget(per_frame, v.n_frames, v.n_vision);
+  return std::llround(ratio * static_cast<double>(v.n_vision));
 }
 
 std::vector<int64_t> important_indices(const std::vector<TokenInfo>& tokens) {

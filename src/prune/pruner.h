@@ -122,6 +122,9 @@ class TokenPruner {
 std::vector<int64_t> top_k_ascending(const at::Tensor& scores, int64_t k);
 // Per-frame budget of a vision block: n_frames * per_frame, at most n.
 int64_t frame_budget(int64_t per_frame, int64_t n_frames, int64_t n);
+// Tokens a count-or-ratio setting keeps of a prefill view's vision block: per_frame per frame
+// when per_frame > 0, else round(ratio * n_vision).
+int64_t count_or_ratio(int64_t per_frame, double ratio, const View& view);
 // Vision-block indices of tokens in S.
 std::vector<int64_t> important_indices(const std::vector<TokenInfo>& tokens);
 // Adds S to a sorted keep list (result sorted, unique).

@@ -6,17 +6,25 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "core/timing.h"
 #include "core/log.h"
 #include "model/flops.h"
 #include "model/kv_cache.h"
 
 namespace mustdrop::session {
-namespace {
 
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-
-}  // namespace
+FrameTokens frame_tokens(prune::EncodedFrame frame, at::Tensor tokens, int64_t seq, double t_sec) {
+  FrameTokens ft;
+  ft.seq = seq;
+  ft.t_sec = t_sec;
+  ft.tokens = std::move(tokens);
+  ft.ledger = std::move(frame.ledger);
+  ft.n_tower_tokens = frame.n_tower_tokens;
+  ft.tokens_per_vision_layer = std::move(frame.tokens_per_layer);
+  ft.cls_only_tokens = std::move(frame.cls_only_tokens);
+  ft.growths = std::move(frame.growths);
+  return ft;
+}
 
 Session::Session(const model::VisionLanguageModel& model, const prune::Chain* chain)
     : model_(model), chain_(chain ? std::make_unique<prune::Chain>(*chain) : std::make_unique<prune::Chain>()) {

@@ -32,6 +32,9 @@ struct FrameTokens {
   std::vector<prune::Growth> growths;  // earlier frames' tokens that absorbed tokens of this frame
 };
 
+// The memory entry of frame `seq` encoded as `frame`, its features projected to `tokens`.
+FrameTokens frame_tokens(prune::EncodedFrame frame, at::Tensor tokens, int64_t seq, double t_sec);
+
 struct AnswerStats {
   std::string question;
   std::string answer;

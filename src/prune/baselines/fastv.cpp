@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 
-#include <cmath>
 
 #include "prune/mustdrop/dual_attention.h"
 
@@ -19,21 +18,17 @@ std::vector<int64_t> Fastv::attention_rows(const View& v) const {
   return {v.n_tokens - 1};
 }
 
-int64_t Fastv::budget(const View& v) const {
-  if (o_.keep_tokens_per_frame > 0) return frame_budget(o_.keep_tokens_per_frame, v.n_frames, v.n_vision);
-  return std::llround(o_.keep_ratio * static_cast<double>(v.n_vision));
-}
-
 KeepPlan Fastv::decide(const View& v) {
   KeepPlan plan;
   if (v.n_vision == 0) return plan;
   at::Tensor scores = text_to_vision(v, attention_rows(v)).select(0, 0);
-  plan.keep = keep_top_with_s(scores, budget(v), *v.tokens);
+  plan.keep = keep_top_with_s(scores, count_or_ratio(o_.keep_tokens_per_frame, o_.keep_ratio, v), *v.tokens);
   return plan;
 }
 
 int64_t Fastv::max_kept(const View& v) const {
-  return std::max(budget(v), static_cast<int64_t>(important_indices(*v.tokens).size()));
+  int64_t budget = count_or_ratio(o_.keep_tokens_per_frame, o_.keep_ratio, v);
+  return std::max(budget, static_cast<int64_t>(important_indices(*v.tokens).size()));
 }
 
 std::unique_ptr<TokenPruner> make_fastv(const config::PipelineConfig& config) {

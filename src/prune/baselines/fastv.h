@@ -22,7 +22,6 @@ class Fastv : public TokenPruner {
   std::unique_ptr<TokenPruner> clone() const override { return std::make_unique<Fastv>(*this); }
 
  private:
-  int64_t budget(const View& view) const;
   config::FastvOptions o_;
 };
 

@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 
-#include <cmath>
 #include <random>
 
 #include "prune/mustdrop/dual_attention.h"
@@ -15,11 +14,6 @@ Needs RandomDrop::needs(int) const {
   return n;
 }
 
-int64_t RandomDrop::budget(const View& v) const {
-  if (o_.keep_tokens_per_frame > 0) return frame_budget(o_.keep_tokens_per_frame, v.n_frames, v.n_vision);
-  return std::llround(o_.keep_ratio * static_cast<double>(v.n_vision));
-}
-
 KeepPlan RandomDrop::decide(const View& v) {
   // Uniform scores from a generator seeded by the seed alone: the same seed, the same subset.
   std::mt19937_64 gen(static_cast<uint64_t>(o_.seed));
@@ -27,12 +21,14 @@ KeepPlan RandomDrop::decide(const View& v) {
   std::vector<double> s(static_cast<size_t>(v.n_vision));
   for (double& x : s) x = u(gen);
   KeepPlan plan;
-  plan.keep = keep_top_with_s(at::tensor(s, at::TensorOptions().dtype(at::kDouble)), budget(v), *v.tokens);
+  at::Tensor scores = at::tensor(s, at::TensorOptions().dtype(at::kDouble));
+  plan.keep = keep_top_with_s(scores, count_or_ratio(o_.keep_tokens_per_frame, o_.keep_ratio, v), *v.tokens);
   return plan;
 }
 
 int64_t RandomDrop::max_kept(const View& v) const {
-  return std::max(budget(v), static_cast<int64_t>(important_indices(*v.tokens).size()));
+  int64_t budget = count_or_ratio(o_.keep_tokens_per_frame, o_.keep_ratio, v);
+  return std::max(budget, static_cast<int64_t>(important_indices(*v.tokens).size()));
 }
 
 std::unique_ptr<TokenPruner> make_random(const config::PipelineConfig& config) {

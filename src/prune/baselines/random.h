@@ -20,7 +20,6 @@ class RandomDrop : public TokenPruner {
   std::unique_ptr<TokenPruner> clone() const override { return std::make_unique<RandomDrop>(*this); }
 
  private:
-  int64_t budget(const View& view) const;
   config::RandomOptions o_;
 };
 

@@ -164,15 +164,9 @@ Outcome answer_with(const Chain& chain, int n_frames = 2) {
   Outcome o;
   for (int i = 0; i < n_frames; ++i) {
     prune::EncodedFrame f = s.encode_frame(frame(i % 2), i, 0.5 * i);
-    session::FrameTokens ft;
-    ft.seq = i;
-    ft.tokens = m.project(f.features);
-    ft.ledger = f.ledger;
-    ft.growths = f.growths;
-    ft.n_tower_tokens = f.n_tower_tokens;
-    ft.tokens_per_vision_layer = f.tokens_per_layer;
     o.frame_ledgers.push_back(f.ledger);
-    s.add_frame(std::move(ft));
+    at::Tensor tokens = m.project(f.features);
+    s.add_frame(session::frame_tokens(std::move(f), tokens, i, 0.5 * i));
   }
   model::GenerationOptions g;
   g.max_new_tokens = 8;
