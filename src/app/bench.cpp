@@ -4,9 +4,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -15,9 +13,9 @@
 #include "app/report.h"
 #include "config/pipeline_config.h"
 #include "core/error.h"
-#include "core/timing.h"
 #include "core/log.h"
 #include "core/sysinfo.h"
+#include "core/timing.h"
 #include "model/flops.h"
 #include "model/presets.h"
 #include "video/preprocess.h"
@@ -173,7 +171,6 @@ int run_bench(const BenchArgs& args, config::Config config) {
   short_answer.max_new_tokens = std::min(2, gen.max_new_tokens);
   for (int w = 0; w < args.warmup; ++w) measure_once(*model, *entries[ref].chain, first, args.question, short_answer, nullptr);
   std::vector<Measure> result;
-  std::vector<std::map<std::string, double>> times;
   for (auto& e : entries) {
     std::vector<Measure> runs;
     for (int r = 0; r < args.repeats; ++r) {

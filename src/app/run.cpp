@@ -1,8 +1,4 @@
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <iostream>
 
 #include <nlohmann/json.hpp>
 
@@ -13,8 +9,6 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/sysinfo.h"
-#include "model/flops.h"
-#include "model/presets.h"
 #include "pipeline/pipeline.h"
 #include "session/session.h"
 #include "video/source.h"

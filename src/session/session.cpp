@@ -3,11 +3,10 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <chrono>
 
 #include "core/error.h"
-#include "core/timing.h"
 #include "core/log.h"
+#include "core/timing.h"
 #include "model/flops.h"
 #include "model/kv_cache.h"
 
