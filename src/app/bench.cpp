@@ -128,7 +128,7 @@ std::string fmt(const char* f, double v) {
 }  // namespace
 
 int run_bench(const BenchArgs& args, config::Config config) {
-  if (!args.preset.empty() && !args.model_dir.empty()) throw ConfigError("bench: give --model or --preset, not both");
+  std::string model_dir = model_source(args.model, config, "bench");
   if (args.pipelines.empty()) throw ConfigError("bench: give --pipelines a.yaml,b.yaml,...");
   if (args.frames > 0) config.video.sampler.frames = args.frames;
   // Pipelines first: a bad YAML fails before the model loads.
@@ -151,10 +151,11 @@ int run_bench(const BenchArgs& args, config::Config config) {
   }
   size_t ref = static_cast<size_t>(std::find_if(entries.begin(), entries.end(), is_none) - entries.begin());
 
-  std::string model_dir = args.preset.empty() ? resolve_model_dir(args.model_dir, config) : "preset:" + args.preset;
-  auto model = load_model(model_dir, args.preset, args.llm_layers, args.vision_layers, config);
+  auto model = load_model(args.model, model_dir, config);
   std::unique_ptr<model::ModelConfig> full;
-  if (!args.preset.empty()) full = std::make_unique<model::ModelConfig>(model::preset_config(args.preset, 0, 0));
+  if (!args.model.preset.empty()) {
+    full = std::make_unique<model::ModelConfig>(model::preset_config(args.model.preset, 0, 0));
+  }
   Sampled frames = sample_frames(args.video, config, model->image_size());
   MD_LOG_INFO("bench", model_dir << ": " << frames.pixels.size() << " frames, " << entries.size() << " pipelines, "
                                  << args.repeats << " repeat(s) after " << args.warmup << " warm-up run(s)");

@@ -22,12 +22,17 @@ struct ProbeArgs {
 // `mustdrop probe`: stream facts and sampled timestamps; --dump writes preprocessed PNGs.
 int run_probe(const ProbeArgs& args, config::Config config);
 
+// Which model: a directory, or a shape preset with random weights.
+struct ModelArgs {
+  std::string dir;        // "" = $MUSTDROP_MODEL, then model.dir from config
+  std::string preset;     // instead of a directory: a shape preset with random weights
+  int llm_layers = 0;     // preset: decoder layers (0 = the preset's)
+  int vision_layers = 0;  // preset: vision layers
+};
+
 struct RunArgs {
   std::string video;
-  std::string model_dir;               // "" = $MUSTDROP_MODEL, then model.dir from config
-  std::string preset;                  // instead of a directory: a shape preset with random weights
-  int llm_layers = 0;                  // preset: decoder layers (0 = the preset's)
-  int vision_layers = 0;               // preset: vision layers
+  ModelArgs model;
   std::vector<std::string> questions;  // at least one
   std::string pipeline;                // pipelines/<name>.yaml; "" = none
   int frames = -1;                     // -1 = from config
@@ -41,10 +46,7 @@ struct RunArgs {
 int run_run(const RunArgs& args, config::Config config);
 
 struct BenchArgs {
-  std::string model_dir;                // or preset
-  std::string preset;
-  int llm_layers = 0;                   // preset: decoder layers (0 = the preset's)
-  int vision_layers = 0;
+  ModelArgs model;
   std::string video;
   std::string question;
   std::vector<std::string> pipelines;   // pipeline YAML paths; `none` is added when missing

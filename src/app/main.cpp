@@ -30,6 +30,17 @@ int exit_code_for(ErrorKind kind) {
 
 namespace {
 
+// --model / --preset / --llm-layers / --vision-layers, shared by run and bench.
+void add_model_options(CLI::App* cmd, ModelArgs& m, const std::string& preset_extra) {
+  cmd->add_option("--model", m.dir, "Hugging Face model directory (default: $MUSTDROP_MODEL, then model.dir)");
+  auto* preset = cmd->add_option("--preset", m.preset,
+                                 "instead of --model: a published shape with random weights and no tokenizer "
+                                 "(llava-1.5-7b, llava-1.5-13b, video-llava-7b; for benchmarks)" +
+                                     preset_extra);
+  cmd->add_option("--llm-layers", m.llm_layers, "with --preset: decoder layers")->needs(preset);
+  cmd->add_option("--vision-layers", m.vision_layers, "with --preset: vision tower layers")->needs(preset);
+}
+
 int run(int argc, char** argv) {
   CLI::App cli{"mustdrop: answers questions about video with a LLaVA-style model, dropping redundant vision tokens"};
   cli.require_subcommand(1);
@@ -58,12 +69,7 @@ int run(int argc, char** argv) {
   RunArgs run;
   CLI::App* run_cmd = cli.add_subcommand("run", "answer questions about a video, streaming the answers to stdout");
   run_cmd->add_option("video", run.video, "video file, image directory, http(s):// or rtsp:// URL")->required();
-  run_cmd->add_option("--model", run.model_dir, "Hugging Face model directory (default: $MUSTDROP_MODEL, then model.dir)");
-  auto* preset_opt = run_cmd->add_option("--preset", run.preset,
-                                         "instead of --model: a published shape with random weights and no tokenizer "
-                                         "(llava-1.5-7b, llava-1.5-13b, video-llava-7b; for benchmarks)");
-  run_cmd->add_option("--llm-layers", run.llm_layers, "with --preset: decoder layers")->needs(preset_opt);
-  run_cmd->add_option("--vision-layers", run.vision_layers, "with --preset: vision tower layers")->needs(preset_opt);
+  add_model_options(run_cmd, run.model, "");
   run_cmd->add_option("--question,-q", run.questions, "a question (repeatable; the video is encoded once)")->required();
   run_cmd->add_option("--pipeline", run.pipeline, "token-dropping pipeline YAML (default: none)");
   run_cmd->add_option("--frames", run.frames, "frames to sample (default: video.sampler.frames)")->check(CLI::Range(1, 100000));
@@ -79,12 +85,7 @@ int run(int argc, char** argv) {
       "bench", "run pipelines side by side on the same frames and question; print a markdown table "
                "(tokens, FLOPs, times, memory, answer agreement with none); `bench ingest` measures video input");
   bench_cmd->require_subcommand(0, 1);
-  bench_cmd->add_option("--model", bench.model_dir, "Hugging Face model directory (default: $MUSTDROP_MODEL, then model.dir)");
-  auto* bench_preset = bench_cmd->add_option("--preset", bench.preset,
-                                             "shape preset with random weights instead of a directory "
-                                             "(llava-1.5-7b, llava-1.5-13b, video-llava-7b); adds full-depth FLOPs");
-  bench_cmd->add_option("--llm-layers", bench.llm_layers, "with --preset: decoder layers")->needs(bench_preset);
-  bench_cmd->add_option("--vision-layers", bench.vision_layers, "with --preset: vision tower layers")->needs(bench_preset);
+  add_model_options(bench_cmd, bench.model, "; adds FLOPs at the preset's full depth");
   bench_cmd->add_option("--video", bench.video, "video file, image directory or URL to sample frames from");
   bench_cmd->add_option("--question,-q", bench.question, "the question every pipeline answers");
   bench_cmd->add_option("--pipelines", bench.pipelines, "pipeline YAMLs, comma-separated (none is added if missing)")

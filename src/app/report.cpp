@@ -12,8 +12,10 @@ namespace mustdrop::app {
 
 using nlohmann::json;
 
-std::string resolve_model_dir(const std::string& arg, const config::Config& config) {
-  if (!arg.empty()) return arg;
+std::string model_source(const ModelArgs& args, const config::Config& config, const std::string& command) {
+  if (!args.preset.empty() && !args.dir.empty()) throw ConfigError(command + ": give --model or --preset, not both");
+  if (!args.preset.empty()) return "preset:" + args.preset;
+  if (!args.dir.empty()) return args.dir;
   if (const char* env = std::getenv("MUSTDROP_MODEL"); env && *env) return env;
   if (!config.model.dir.empty()) return config.model.dir;
   throw ConfigError(
@@ -22,12 +24,13 @@ std::string resolve_model_dir(const std::string& arg, const config::Config& conf
       "build/make_tiny_model build/tiny-model");
 }
 
-std::unique_ptr<model::VisionLanguageModel> load_model(const std::string& dir, const std::string& preset, int llm_layers,
-                                                       int vision_layers, const config::Config& config) {
+std::unique_ptr<model::VisionLanguageModel> load_model(const ModelArgs& args, const std::string& source,
+                                                       const config::Config& config) {
   model::LoadOptions load;
   load.dtype = config.model.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
-  if (preset.empty()) return model::VisionLanguageModel::load(dir, load);
-  return model::VisionLanguageModel::random(model::preset_config(preset, llm_layers, vision_layers), 1, load);
+  if (args.preset.empty()) return model::VisionLanguageModel::load(source, load);
+  return model::VisionLanguageModel::random(model::preset_config(args.preset, args.llm_layers, args.vision_layers), 1,
+                                            load);
 }
 
 void write_report(const std::string& path, const json& j) {

@@ -8,17 +8,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include "app/commands.h"
 #include "model/vlm.h"
 #include "session/session.h"
 
 namespace mustdrop::app {
 
-// The model directory from --model, then $MUSTDROP_MODEL, then model.dir; ConfigError with a
-// hint when none is set.
-std::string resolve_model_dir(const std::string& arg, const config::Config& config);
-// Loads `dir`, or builds `preset` (shapes with random weights, optionally fewer layers).
-std::unique_ptr<model::VisionLanguageModel> load_model(const std::string& dir, const std::string& preset, int llm_layers,
-                                                       int vision_layers, const config::Config& config);
+// Where the model comes from: "preset:NAME", or the directory from --model, then
+// $MUSTDROP_MODEL, then model.dir. ConfigError (naming `command`) for both --model and --preset,
+// or with a hint when no directory is set. Loads nothing.
+std::string model_source(const ModelArgs& args, const config::Config& config, const std::string& command);
+// Loads the directory, or builds the preset (shapes with random weights, optionally fewer layers).
+std::unique_ptr<model::VisionLanguageModel> load_model(const ModelArgs& args, const std::string& source,
+                                                       const config::Config& config);
 // Writes `j` to `path` through a temporary file, so a reader never sees half a report.
 void write_report(const std::string& path, const nlohmann::json& j);
 

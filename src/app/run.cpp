@@ -26,13 +26,12 @@ int run_run(const RunArgs& args, config::Config config) {
   if (args.max_new_tokens > 0) config.generation.max_new_tokens = args.max_new_tokens;
   if (args.temperature >= 0) config.generation.temperature = args.temperature;
   if (args.seed >= 0) config.generation.seed = args.seed;
-  if (!args.preset.empty() && !args.model_dir.empty()) throw ConfigError("run: give --model or --preset, not both");
-  std::string model_dir = args.preset.empty() ? resolve_model_dir(args.model_dir, config) : "preset:" + args.preset;
+  std::string model_dir = model_source(args.model, config, "run");
 
   // Cheap checks first: a bad video fails before the model loads.
   std::unique_ptr<video::Source> source = video::open_source(args.video, config.video);
   if (source->info().live && config.video.sampler.kind == "uniform") config.video.sampler.kind = "interval";
-  auto model = load_model(model_dir, args.preset, args.llm_layers, args.vision_layers, config);
+  auto model = load_model(args.model, model_dir, config);
   MD_LOG_INFO("run", "model " << model_dir << " (" << model->config().architecture << "), pipeline "
                               << pipeline_cfg.name);
 
