@@ -49,7 +49,6 @@ class VisionStages : public model::VisionHook {
     v.tokens = &ledger_;
     v.hidden = tokens.hidden.select(0, 0);
     v.grid = grid_;
-    v.has_cls = true;
     v.n_layers = n_layers_;
     v.feature_layer = feature_layer_;
     if (cls_attention.defined()) v.cls_attention = cls_attention.select(0, 0);
@@ -87,6 +86,7 @@ class PrefillStages : public model::LayerHook {
                 const std::string& origin)
       : pruners_(std::move(pruners)), base_(base), run_(run), ledger_(std::move(ledger)), origin_(origin) {}
 
+  // Asked by the LLM before each layer runs; the rows are kept for after_layer().
   std::vector<int64_t> attention_rows(int layer, int64_t n_tokens) override {
     std::set<int64_t> rows;
     View v = view(layer, n_tokens);
@@ -94,13 +94,13 @@ class PrefillStages : public model::LayerHook {
       if (!acts_after(p->needs(base_.n_layers), layer)) continue;
       for (int64_t r : p->attention_rows(v)) rows.insert(r);
     }
-    return std::vector<int64_t>(rows.begin(), rows.end());
+    rows_.assign(rows.begin(), rows.end());
+    return rows_;
   }
 
   void after_layer(model::LayerState& st) override {
     run_.layer_vision.push_back(ledger_);  // what this layer cached
     if (st.layer == base_.n_layers - 1) run_.final_positions = st.positions;
-    std::vector<int64_t> rows = attention_rows(st.layer, st.hidden.size(0));
     bool changed = false;
     for (const TokenPruner* p : pruners_) {
       if (!acts_after(p->needs(base_.n_layers), st.layer)) continue;
@@ -112,7 +112,7 @@ class PrefillStages : public model::LayerHook {
                           ", but an earlier stage at the same layer changed the tokens; move it to another layer");
       }
       v.hidden = st.hidden;
-      v.rows = rows;
+      v.rows = rows_;
       v.attention = st.attention;
       KeepPlan plan = const_cast<TokenPruner*>(p)->decide(v);
       PlanTarget target;
@@ -128,8 +128,6 @@ class PrefillStages : public model::LayerHook {
     }
   }
 
-  const std::vector<TokenInfo>& ledger() const { return ledger_; }
-
  private:
   View view(int layer, int64_t n_tokens) {
     View v = base_;
@@ -144,6 +142,7 @@ class PrefillStages : public model::LayerHook {
   View base_;
   PrefillRun& run_;
   std::vector<TokenInfo> ledger_;
+  std::vector<int64_t> rows_;  // query rows the current layer returns attention for
   const std::string& origin_;
 };
 

@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
+
+#include "core/error.h"
 
 namespace mustdrop::prune {
 
@@ -70,6 +73,36 @@ std::vector<int64_t> with_important(std::vector<int64_t> keep, const std::vector
   std::sort(keep.begin(), keep.end());
   keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
   return keep;
+}
+
+at::Tensor text_to_vision(const View& v, const std::vector<int64_t>& rows_wanted) {
+  if (!v.attention.defined()) throw InternalError("prefill stage at layer " + std::to_string(v.layer) + ": no attention");
+  std::vector<int64_t> at_rows;
+  for (int64_t r : rows_wanted) {
+    auto it = std::find(v.rows.begin(), v.rows.end(), r);
+    if (it == v.rows.end()) throw InternalError("prefill stage: attention row " + std::to_string(r) + " missing");
+    at_rows.push_back(it - v.rows.begin());
+  }
+  at::Tensor a = v.attention.index_select(0, at::tensor(at_rows, at::TensorOptions().dtype(at::kLong)));
+  return a.narrow(1, v.vision_begin, v.n_vision).to(at::kDouble);
+}
+
+std::vector<int64_t> keep_top_with_s(const at::Tensor& scores, int64_t budget, const std::vector<TokenInfo>& tokens) {
+  at::Tensor s = scores.to(at::kDouble).clone();
+  std::vector<int64_t> important = important_indices(tokens);
+  for (int64_t i : important) s[i] = -std::numeric_limits<double>::infinity();  // taken anyway
+  int64_t others = std::max<int64_t>(0, budget - static_cast<int64_t>(important.size()));
+  return with_important(top_k_ascending(s, others), tokens);
+}
+
+int64_t at_least_s(int64_t budget, const std::vector<TokenInfo>& tokens) {
+  return std::max(budget, static_cast<int64_t>(important_indices(tokens).size()));
+}
+
+Needs acting_after(std::vector<int> layers) {
+  Needs n;
+  n.layers = std::move(layers);
+  return n;
 }
 
 }  // namespace mustdrop::prune

@@ -67,7 +67,6 @@ struct View {
   std::vector<TokenInfo>* tokens = nullptr;  // ledger of the tokens in question (vision only)
   at::Tensor hidden;           // VisionLayer: [T, D] tokens incl. CLS at 0; Prefill: [n, D] all tokens
   int grid = 0;                // VisionLayer: patch grid side
-  bool has_cls = false;        // VisionLayer: token 0 is CLS (never dropped, never merged)
   int n_layers = 0;            // layers of the tower or LLM the stage belongs to
   int feature_layer = 0;       // VisionLayer: tower layer whose output feeds the projector
   at::Tensor cls_attention;    // VisionLayer: [T-1] head-mean CLS row over the other tokens, if requested
@@ -125,6 +124,15 @@ int64_t frame_budget(int64_t per_frame, int64_t n_frames, int64_t n);
 // Tokens a count-or-ratio setting keeps of a prefill view's vision block: per_frame per frame
 // when per_frame > 0, else round(ratio * n_vision).
 int64_t count_or_ratio(int64_t per_frame, double ratio, const View& view);
+// The head-mean attention of `rows_wanted` (sequence indices) to the vision block, [rows, n_v],
+// cut from a prefill view's attention rows. Throws InternalError when a row is missing.
+at::Tensor text_to_vision(const View& view, const std::vector<int64_t>& rows_wanted);
+// Keep list: S plus the best-scored other tokens up to `budget` in total (ascending).
+std::vector<int64_t> keep_top_with_s(const at::Tensor& scores, int64_t budget, const std::vector<TokenInfo>& tokens);
+// What a budget keeps at most once S, which is always kept, is counted: max(budget, |S|).
+int64_t at_least_s(int64_t budget, const std::vector<TokenInfo>& tokens);
+// Needs of a stage acting after `layers` and reading nothing else.
+Needs acting_after(std::vector<int> layers);
 // Vision-block indices of tokens in S.
 std::vector<int64_t> important_indices(const std::vector<TokenInfo>& tokens);
 // Adds S to a sorted keep list (result sorted, unique).

@@ -3,15 +3,10 @@
 #include <ATen/ATen.h>
 
 
-#include "prune/mustdrop/dual_attention.h"
 
 namespace mustdrop::prune {
 
-Needs Fastv::needs(int) const {
-  Needs n;
-  n.layers = {o_.k - 1};
-  return n;
-}
+Needs Fastv::needs(int) const { return acting_after({o_.k - 1}); }
 
 std::vector<int64_t> Fastv::attention_rows(const View& v) const {
   if (v.n_tokens == 0) return {};
@@ -27,8 +22,7 @@ KeepPlan Fastv::decide(const View& v) {
 }
 
 int64_t Fastv::max_kept(const View& v) const {
-  int64_t budget = count_or_ratio(o_.keep_tokens_per_frame, o_.keep_ratio, v);
-  return std::max(budget, static_cast<int64_t>(important_indices(*v.tokens).size()));
+  return at_least_s(count_or_ratio(o_.keep_tokens_per_frame, o_.keep_ratio, v), *v.tokens);
 }
 
 std::unique_ptr<TokenPruner> make_fastv(const config::PipelineConfig& config) {

@@ -4,15 +4,10 @@
 
 #include <random>
 
-#include "prune/mustdrop/dual_attention.h"
 
 namespace mustdrop::prune {
 
-Needs RandomDrop::needs(int) const {
-  Needs n;
-  n.layers = {o_.layer};
-  return n;
-}
+Needs RandomDrop::needs(int) const { return acting_after({o_.layer}); }
 
 KeepPlan RandomDrop::decide(const View& v) {
   // Uniform scores from a generator seeded by the seed alone: the same seed, the same subset.
@@ -27,8 +22,7 @@ KeepPlan RandomDrop::decide(const View& v) {
 }
 
 int64_t RandomDrop::max_kept(const View& v) const {
-  int64_t budget = count_or_ratio(o_.keep_tokens_per_frame, o_.keep_ratio, v);
-  return std::max(budget, static_cast<int64_t>(important_indices(*v.tokens).size()));
+  return at_least_s(count_or_ratio(o_.keep_tokens_per_frame, o_.keep_ratio, v), *v.tokens);
 }
 
 std::unique_ptr<TokenPruner> make_random(const config::PipelineConfig& config) {

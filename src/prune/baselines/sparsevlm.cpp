@@ -7,7 +7,6 @@
 #include <limits>
 #include <numeric>
 
-#include "prune/mustdrop/dual_attention.h"
 
 namespace mustdrop::prune {
 namespace {
@@ -49,11 +48,7 @@ void dpc_knn(const at::Tensor& x_in, int64_t n_centers, std::vector<int64_t>& ce
 
 }  // namespace
 
-Needs SparseVlm::needs(int) const {
-  Needs n;
-  n.layers = o_.layers;
-  return n;
-}
+Needs SparseVlm::needs(int) const { return acting_after(o_.layers); }
 
 std::vector<int64_t> SparseVlm::raters(const View& v) const {
   if (v.prefill_id != 0 && v.prefill_id == raters_prefill_) return raters_;
@@ -148,9 +143,8 @@ KeepPlan SparseVlm::decide(const View& v) {
 
 int64_t SparseVlm::max_kept(const View& v) const {
   int64_t n = v.n_vision;
-  int64_t s = static_cast<int64_t>(important_indices(*v.tokens).size());
   if (o_.target_tokens_per_frame <= 0) return n;
-  int64_t keep_n = std::max(s, frame_budget(o_.target_tokens_per_frame, v.n_frames, n));
+  int64_t keep_n = at_least_s(frame_budget(o_.target_tokens_per_frame, v.n_frames, n), *v.tokens);
   int64_t dropped = n - keep_n;
   if (dropped <= 0 || o_.recycle_ratio <= 0) return std::min(n, keep_n);
   int64_t n_rec = std::min<int64_t>(dropped, static_cast<int64_t>(static_cast<double>(dropped) * o_.recycle_ratio) + 1);

@@ -5,35 +5,10 @@
 #include <algorithm>
 #include <map>
 
-#include "core/error.h"
 
 namespace mustdrop::prune {
 
-at::Tensor text_to_vision(const View& v, const std::vector<int64_t>& rows_wanted) {
-  if (!v.attention.defined()) throw InternalError("prefill stage at layer " + std::to_string(v.layer) + ": no attention");
-  std::vector<int64_t> at_rows;
-  for (int64_t r : rows_wanted) {
-    auto it = std::find(v.rows.begin(), v.rows.end(), r);
-    if (it == v.rows.end()) throw InternalError("prefill stage: attention row " + std::to_string(r) + " missing");
-    at_rows.push_back(it - v.rows.begin());
-  }
-  at::Tensor a = v.attention.index_select(0, at::tensor(at_rows, at::TensorOptions().dtype(at::kLong)));
-  return a.narrow(1, v.vision_begin, v.n_vision).to(at::kDouble);
-}
-
-std::vector<int64_t> keep_top_with_s(const at::Tensor& scores, int64_t budget, const std::vector<TokenInfo>& tokens) {
-  at::Tensor s = scores.to(at::kDouble).clone();
-  std::vector<int64_t> important = important_indices(tokens);
-  for (int64_t i : important) s[i] = -std::numeric_limits<double>::infinity();  // taken anyway
-  int64_t others = std::max<int64_t>(0, budget - static_cast<int64_t>(important.size()));
-  return with_important(top_k_ascending(s, others), tokens);
-}
-
-Needs DualAttention::needs(int) const {
-  Needs n;
-  n.layers = o_.layers;
-  return n;
-}
+Needs DualAttention::needs(int) const { return acting_after(o_.layers); }
 
 std::vector<int64_t> DualAttention::attention_rows(const View& v) const {
   std::vector<int64_t> rows;
@@ -80,8 +55,7 @@ KeepPlan DualAttention::decide(const View& v) {
 
 int64_t DualAttention::max_kept(const View& v) const {
   if (o_.target_tokens_per_frame <= 0) return v.n_vision;
-  int64_t s = static_cast<int64_t>(important_indices(*v.tokens).size());
-  return std::max(s, frame_budget(o_.target_tokens_per_frame, v.n_frames, v.n_vision));
+  return at_least_s(frame_budget(o_.target_tokens_per_frame, v.n_frames, v.n_vision), *v.tokens);
 }
 
 std::unique_ptr<TokenPruner> make_dual_attention(const config::PipelineConfig& config) {

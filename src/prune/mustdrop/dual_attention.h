@@ -30,10 +30,4 @@ class DualAttention : public TokenPruner {
 
 std::unique_ptr<TokenPruner> make_dual_attention(const config::PipelineConfig& config);
 
-// The head-mean attention of `rows_wanted` (sequence indices) to the vision block, [rows, n_v],
-// cut from a prefill view's attention rows. Throws InternalError when a row is missing.
-at::Tensor text_to_vision(const View& view, const std::vector<int64_t>& rows_wanted);
-// Keep list: S plus the best-scored other tokens up to `budget` in total (ascending).
-std::vector<int64_t> keep_top_with_s(const at::Tensor& scores, int64_t budget, const std::vector<TokenInfo>& tokens);
-
 }  // namespace mustdrop::prune

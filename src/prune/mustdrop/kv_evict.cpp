@@ -5,11 +5,7 @@
 
 namespace mustdrop::prune {
 
-Needs KvEvict::needs(int) const {
-  Needs n;
-  n.layers = {o_.layer};
-  return n;
-}
+Needs KvEvict::needs(int) const { return acting_after({o_.layer}); }
 
 KeepPlan KvEvict::decide(const View& v) {
   const std::vector<TokenInfo>& tokens = *v.tokens;

@@ -11,11 +11,7 @@ Lsm::Lsm(const Lsm& other) : TokenPruner(other), o_(other.o_), memory_(other.mem
   if (memory_.reference.defined()) memory_.reference = memory_.reference.clone();  // independent copy
 }
 
-Needs Lsm::needs(int) const {
-  Needs n;
-  n.layers = {o_.layer};
-  return n;
-}
+Needs Lsm::needs(int) const { return acting_after({o_.layer}); }
 
 void Lsm::reset() { memory_ = Memory{}; }
 

@@ -96,7 +96,6 @@ View vision_view(std::vector<TokenInfo>& ledger, const at::Tensor& hidden, int g
   v.tokens = &ledger;
   v.hidden = hidden;
   v.grid = grid;
-  v.has_cls = true;
   v.n_layers = 24;
   v.feature_layer = 22;
   return v;
