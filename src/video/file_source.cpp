@@ -10,13 +10,13 @@ namespace {
 class FileSource : public Source {
  public:
   FileSource(const std::string& url, bool network, const config::VideoConfig& config)
-      : reader_(make_options(url, network, config)) {}
+      : options_(make_options(url, network, config)), reader_(std::make_unique<MediaReader>(options_)) {}
 
-  const StreamInfo& info() const override { return reader_.info(); }
+  const StreamInfo& info() const override { return reader_->info(); }
 
   std::optional<Frame> next() override {
     double pts = 0;
-    AvFramePtr image = reader_.read_frame(&pts);
+    AvFramePtr image = reader_->read_frame(&pts);
     if (!image) return std::nullopt;
     Frame frame;
     frame.image = std::move(image);
@@ -28,23 +28,42 @@ class FileSource : public Source {
   }
 
   bool seek(double t_sec) override {
-    if (!reader_.seek(t_sec + info().start_sec)) return false;
+    if (!reader_->seek(t_sec + info().start_sec)) return false;
     index_known_ = false;  // frame indices after a seek are not known without decoding from the start
     return true;
   }
 
-  std::optional<std::pair<double, double>> time_range() override {
-    if (!range_) {
-      std::optional<double> last = reader_.scan_last_pts();
-      if (!last) return std::nullopt;
-      range_ = std::make_pair(0.0, std::max(0.0, *last - info().start_sec));
-      next_index_ = 0;  // the scan rewound to the start
-      index_known_ = true;
+  std::optional<std::vector<double>> frame_times() override {
+    if (!times_scanned_) {
+      times_scanned_ = true;
+      // A reader of its own, so the scan starts where a fresh open starts and reading is untouched.
+      MediaReader scan(options_);
+      times_ = scan.scan_packet_times();
+      if (times_) {
+        for (double& t : *times_) t -= info().start_sec;
+      } else {
+        MD_LOG_DEBUG("video", options_.url << ": a packet has no timestamp; frame times need decoding");
+      }
     }
-    return range_;
+    return times_;
   }
 
-  SourceStats stats() const override { return reader_.stats(); }
+  bool rewind() override {
+    // Reopening is the one rewind every demuxer gets right (seeking to the start of an MPEG-TS
+    // file with an offset clock can land after the first keyframe).
+    add_stats(closed_, reader_->stats());
+    reader_.reset();
+    reader_ = std::make_unique<MediaReader>(options_);
+    next_index_ = 0;
+    index_known_ = true;
+    return true;
+  }
+
+  SourceStats stats() const override {
+    SourceStats s = closed_;
+    add_stats(s, reader_->stats());
+    return s;
+  }
 
  private:
   ReaderOptions make_options(const std::string& url, bool network, const config::VideoConfig& config) {
@@ -58,10 +77,13 @@ class FileSource : public Source {
     return o;
   }
 
-  MediaReader reader_;
+  ReaderOptions options_;
+  std::unique_ptr<MediaReader> reader_;
+  SourceStats closed_;  // counters of readers closed by rewind()
   int64_t next_index_ = 0;
   bool index_known_ = true;
-  std::optional<std::pair<double, double>> range_;
+  bool times_scanned_ = false;
+  std::optional<std::vector<double>> times_;
 };
 
 }  // namespace

@@ -25,6 +25,7 @@ struct Frame {
   double t_sec = 0;      // seconds since the source started (pts_sec - start; continuous across reconnects)
   int64_t index = 0;     // 0-based index among decoded frames of the source
   int rotation_deg = 0;  // clockwise rotation that makes the picture upright (0, 90, 180, 270)
+  bool still_image = false;  // the source holds this one picture only (an image, not a video)
 
   // A new reference to the same picture (no pixel copy); throws InternalError if libav fails.
   Frame clone() const;
@@ -62,6 +63,9 @@ struct SourceStats {
   int64_t n_reconnects = 0;      // live: successful reopen after a disconnect
   int64_t n_disconnects = 0;     // live: connections lost (EOF, error, timeout, watchdog)
 };
+
+// Adds the counters of `part` (a reader that was closed) to `total`; the first damage note stays.
+void add_stats(SourceStats& total, const SourceStats& part);
 
 // A preprocessed image: float, channel-major [channels, height, width].
 struct ImageTensor {

@@ -85,8 +85,15 @@ class FrameDirSource : public Source {
     return true;
   }
 
-  std::optional<std::pair<double, double>> time_range() override {
-    return std::make_pair(0.0, static_cast<double>(files_.size() - 1) / fps_);
+  std::optional<std::vector<double>> frame_times() override {
+    std::vector<double> t(files_.size());
+    for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<double>(i) / fps_;
+    return t;
+  }
+
+  bool rewind() override {
+    next_ = 0;
+    return true;
   }
 
   SourceStats stats() const override { return stats_; }

@@ -12,15 +12,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Adds the counters of a finished connection to a running total.
-void accumulate(SourceStats& total, const SourceStats& part) {
-  total.n_packets += part.n_packets;
-  total.n_frames_decoded += part.n_frames_decoded;
-  total.n_corrupt_packets += part.n_corrupt_packets;
-  total.n_corrupt_frames += part.n_corrupt_frames;
-  total.n_timestamp_repairs += part.n_timestamp_repairs;
-  if (total.damage.empty()) total.damage = part.damage;
-}
 
 // A live stream. Timestamps (t_sec) stay continuous across reconnects: a new connection
 // continues from the last frame's time plus the wall-clock time the stream was away.
@@ -75,11 +66,12 @@ class LiveSource : public Source {
   }
 
   bool seek(double) override { return false; }
-  std::optional<std::pair<double, double>> time_range() override { return std::nullopt; }
+  std::optional<std::vector<double>> frame_times() override { return std::nullopt; }
+  bool rewind() override { return false; }
 
   SourceStats stats() const override {
     SourceStats s = closed_;
-    if (reader_) accumulate(s, reader_->stats());
+    if (reader_) add_stats(s, reader_->stats());
     return s;
   }
 
@@ -107,7 +99,7 @@ class LiveSource : public Source {
 
   void disconnect(const std::string& why) {
     MD_LOG_WARN("video", why << "; reconnecting");
-    if (reader_) accumulate(closed_, reader_->stats());
+    if (reader_) add_stats(closed_, reader_->stats());
     reader_.reset();
     ++closed_.n_disconnects;
     disconnected_at_ = Clock::now();

@@ -6,6 +6,7 @@ extern "C" {
 #include <libavutil/pixdesc.h>
 }
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -321,42 +322,30 @@ bool MediaReader::seek(double pts_sec) {
   return true;
 }
 
-std::optional<double> MediaReader::scan_last_pts() {
-  if (!info_.seekable) return std::nullopt;
-  auto read_max = [&]() {
-    std::optional<int64_t> best;
-    int err = 0;
-    while (av_read_packet(&err)) {
-      if (packet_->stream_index == stream_index_) {
-        int64_t ts = packet_->pts != AV_NOPTS_VALUE ? packet_->pts : packet_->dts;
-        if (ts != AV_NOPTS_VALUE && (!best || ts > *best)) best = ts;
+std::optional<std::vector<double>> MediaReader::scan_packet_times() {
+  std::vector<double> times;
+  int err = 0;
+  bool untimed = false, reordered = false;
+  while (!untimed && av_read_packet(&err)) {
+    if (packet_->stream_index == stream_index_) {
+      if (packet_->pts == AV_NOPTS_VALUE) {
+        untimed = true;  // AVI gives I/P packets only a decode time, which is not when they show
+      } else {
+        double t = to_sec(packet_->pts, time_base_);
+        reordered = reordered || (!times.empty() && t < times.back());
+        times.push_back(t);
       }
-      av_packet_unref(packet_.get());
     }
-    return best;
-  };
-  // Fast path: jump to the last keyframe and read to the end. When the container's index
-  // promises more data than the file holds, that lands past the end; then scan everything.
-  std::optional<int64_t> last;
-  if (av_seek_frame(format_.get(), stream_index_, std::numeric_limits<int64_t>::max() / 2, AVSEEK_FLAG_BACKWARD) >= 0) {
-    last = read_max();
+    av_packet_unref(packet_.get());
   }
-  int64_t start_ts = static_cast<int64_t>(std::floor(info_.start_sec / av_q2d(time_base_)));
-  auto rewind = [&]() {
-    return av_seek_frame(format_.get(), stream_index_, start_ts, AVSEEK_FLAG_BACKWARD) >= 0 ||
-           avformat_seek_file(format_.get(), -1, INT64_MIN, 0, 0, AVSEEK_FLAG_BYTE) >= 0;
-  };
-  if (!last) {
-    if (!rewind()) return std::nullopt;
-    last = read_max();
-  }
-  bool rewound = rewind();
-  avcodec_flush_buffers(decoder_.get());
-  draining_ = false;
-  finished_ = false;
-  have_last_pts_ = false;
-  if (!rewound || !last) return std::nullopt;
-  return to_sec(*last, time_base_);
+  finished_ = true;
+  if (untimed) return std::nullopt;
+  // A codec that reorders pictures whose packets' times never run backwards in decode order:
+  // the file stamped decode times as presentation times (opencv's box.mp4).
+  if (format_->streams[stream_index_]->codecpar->video_delay > 0 && !reordered) return std::nullopt;
+  std::sort(times.begin(), times.end());
+  times.erase(std::unique(times.begin(), times.end()), times.end());
+  return times;
 }
 
 }  // namespace mustdrop::video

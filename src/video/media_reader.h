@@ -7,6 +7,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "video/av_ptr.h"
 #include "video/frame.h"
@@ -45,9 +46,11 @@ class MediaReader {
   AvFramePtr read_frame(double* pts_sec);
   // Seeks to the keyframe at or before pts_sec and flushes the decoder; false if unsupported.
   bool seek(double pts_sec);
-  // Largest video packet pts in the data (demux only, no decoding), then rewinds to the start.
-  // nullopt if the stream holds no timestamped packet or cannot be rewound.
-  std::optional<double> scan_last_pts();
+  // Presentation time (container clock, seconds) of every video packet from the current read
+  // position to the end of the data, sorted, without decoding. nullopt when the packets cannot
+  // tell when their pictures show (a packet without pts; a reordering codec whose pts never run
+  // backwards). Leaves the reader at the end: call it on a reader opened for the scan alone.
+  std::optional<std::vector<double>> scan_packet_times();
 
  private:
   static int interrupt_callback(void* opaque);

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "config/config.h"
 #include "video/frame.h"
@@ -26,9 +27,13 @@ class Source {
   // Positions reading so that next() returns frames at or after t_sec (decoding from the
   // keyframe before it). Returns false when the source cannot seek.
   virtual bool seek(double t_sec) = 0;
-  // t_sec of the first and last frame actually present (found by reading, not from headers);
-  // nullopt for live sources. May read ahead; the read position is restored.
-  virtual std::optional<std::pair<double, double>> time_range() = 0;
+  // t_sec of every frame the data holds, sorted, found by demuxing only (never from headers,
+  // never decoding); nullopt when the source cannot tell (live, or packets without timestamps).
+  // The read position is not changed.
+  virtual std::optional<std::vector<double>> frame_times() = 0;
+  // Restarts reading at the very first frame, exactly as a fresh open would; false if the
+  // source cannot (live).
+  virtual bool rewind() = 0;
   // Counters so far.
   virtual SourceStats stats() const = 0;
   // Asks a blocking next() to return soon (thread-safe); later calls return nullopt.
