@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,7 +19,7 @@
 namespace {
 
 // Bumped whenever a signature below changes; tokenizer.cpp refuses a shim of another version.
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 
 // Copies `text` into out[0, out_len) (NUL-terminated when there is room) and returns its length.
 int copy_out(const std::string& text, char* out, int out_len) {
@@ -33,6 +35,39 @@ const sentencepiece::SentencePieceProcessor* processor(const void* handle) {
   return static_cast<const sentencepiece::SentencePieceProcessor*>(handle);
 }
 
+// `sp` released as a handle when `status` is ok and the model has pieces; else nullptr with the
+// reason in err.
+void* checked_handle(std::unique_ptr<sentencepiece::SentencePieceProcessor> sp,
+                     const sentencepiece::util::Status& status, char* err, int err_len) {
+  if (!status.ok()) {
+    copy_out(status.ToString(), err, err_len);
+    return nullptr;
+  }
+  if (sp->GetPieceSize() <= 0) {
+    copy_out("the model has no pieces", err, err_len);
+    return nullptr;
+  }
+  return sp.release();
+}
+
+// A serialized ModelProto gains these bytes to turn add_dummy_prefix off: field 3
+// (normalizer_spec, length-delimited, 2 bytes) holding field 3 (add_dummy_prefix, varint) = 0.
+// Protobuf merges a repeated embedded message into the earlier one and the last scalar wins.
+constexpr char kNoDummyPrefix[] = {0x1A, 0x02, 0x18, 0x00};
+
+// Runs `load`, turning an exception into nullptr with its message in err (none crosses the C ABI).
+template <class F>
+void* guarded_load(char* err, int err_len, F&& load) {
+  try {
+    return load();
+  } catch (const std::exception& e) {
+    copy_out(e.what(), err, err_len);
+  } catch (...) {
+    copy_out("unknown exception in SentencePiece", err, err_len);
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 extern "C" {
@@ -42,24 +77,32 @@ MD_SPM_EXPORT int md_spm_abi_version() { return kAbiVersion; }
 
 // Loads a SentencePiece model file; a handle, or nullptr with SentencePiece's message in err.
 MD_SPM_EXPORT void* md_spm_load(const char* path, char* err, int err_len) {
-  try {
+  return guarded_load(err, err_len, [&]() -> void* {
     auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
     const auto status = sp->Load(path);
-    if (!status.ok()) {
-      copy_out(status.ToString(), err, err_len);
+    return checked_handle(std::move(sp), status, err, err_len);
+  });
+}
+
+// Like md_spm_load, with the model's add_dummy_prefix turned off (no "▁" is added in front of
+// the text); nullptr with the message in err when the file cannot be read or parsed.
+MD_SPM_EXPORT void* md_spm_load_without_dummy_prefix(const char* path, char* err, int err_len) {
+  return guarded_load(err, err_len, [&]() -> void* {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      copy_out("cannot open the file", err, err_len);
       return nullptr;
     }
-    if (sp->GetPieceSize() <= 0) {
-      copy_out("the model has no pieces", err, err_len);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) {
+      copy_out("cannot read the file", err, err_len);
       return nullptr;
     }
-    return sp.release();
-  } catch (const std::exception& e) {
-    copy_out(e.what(), err, err_len);
-  } catch (...) {
-    copy_out("unknown exception in SentencePiece", err, err_len);
-  }
-  return nullptr;
+    bytes.append(kNoDummyPrefix, sizeof(kNoDummyPrefix));
+    auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    const auto status = sp->LoadFromSerializedProto(bytes);
+    return checked_handle(std::move(sp), status, err, err_len);
+  });
 }
 
 // Frees a handle from md_spm_load (nullptr is ignored).
