@@ -15,9 +15,9 @@ class Llava : public VisionLanguageModel {
     init_common(config, w, dtype);
     tower_ = std::make_unique<ClipVision>(config.vision, ClipVision::load(config.vision, kTower, w, dtype));
   }
-  const ClipVision& frame_tower() const override { return *tower_; }
-  bool keeps_cls() const override { return config_.vision_feature_select_strategy == "full"; }
-  PromptLayout build_prompt(const std::string& question, int64_t n_vision) const override {
+  const ClipVision& tower(Media) const override { return *tower_; }
+  bool keeps_cls(Media) const override { return config_.vision_feature_select_strategy == "full"; }
+  PromptLayout build_prompt(const std::string& question, int64_t n_vision, Media) const override {
     return build_chat_prompt(question, n_vision, config_.image_token_index, "<image>");
   }
 

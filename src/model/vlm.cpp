@@ -101,13 +101,13 @@ int VisionLanguageModel::feature_layer() const {
   return index - 1;  // hidden_states[index] is the output of layer index - 1 (0: the embeddings)
 }
 
-int64_t VisionLanguageModel::tokens_per_frame() const {
+int64_t VisionLanguageModel::tokens_per_frame(Media media) const {
   int64_t g = config_.vision.image_size / config_.vision.patch_size;
-  return g * g + (keeps_cls() ? 1 : 0);
+  return g * g + (keeps_cls(media) ? 1 : 0);
 }
 
-at::Tensor VisionLanguageModel::select_features(const VisionTokens& tokens) const {
-  if (keeps_cls()) return tokens.hidden;
+at::Tensor VisionLanguageModel::select_features(const VisionTokens& tokens, Media media) const {
+  if (keeps_cls(media)) return tokens.hidden;
   return tokens.hidden.narrow(1, 1, tokens.hidden.size(1) - 1);
 }
 
@@ -166,10 +166,10 @@ at::Tensor VisionLanguageModel::embed_prompt(const PromptLayout& layout, const a
 
 namespace mustdrop::model {
 
-at::Tensor VisionLanguageModel::encode_frames(const at::Tensor& pixels) const {
+at::Tensor VisionLanguageModel::encode_frames(const at::Tensor& pixels, Media media) const {
   VisionRequest req;
   req.output_layer = feature_layer();
-  at::Tensor feats = select_features(frame_tower().forward(pixels, req).tokens);
+  at::Tensor feats = select_features(tower(media).forward(pixels, req).tokens, media);
   return project(feats.reshape({-1, feats.size(-1)}));
 }
 

@@ -23,6 +23,13 @@ struct PromptLayout {
   int64_t text_begin() const { return vision_begin + n_vision; }
 };
 
+// What a frame is to the model. Video-LLaVA has a tower and a placeholder for each; LLaVA-1.5
+// treats both alike.
+enum class Media {
+  kVideo,  // a frame of a video (Video-LLaVA: video tower, CLS kept, "<video>")
+  kImage,  // a single still image (Video-LLaVA: image tower, CLS per select strategy, "<image>")
+};
+
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  // compute dtype
 };
@@ -45,26 +52,29 @@ class VisionLanguageModel {
   const ModelConfig& config() const { return config_; }
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   const LlamaModel& llm() const { return *llm_; }
-  // The tower used for the frames of a video.
-  virtual const ClipVision& frame_tower() const = 0;
+  // The tower that encodes frames of this kind.
+  virtual const ClipVision& tower(Media media = Media::kVideo) const = 0;
+  // Frames a video must have (Video-LLaVA: 8, short clips repeat frames as its processor
+  // does); 0: any number, each frame once.
+  virtual int video_frames() const { return 0; }
   // Input side of a frame in pixels (LLaVA-1.5: 336; Video-LLaVA: 224).
   int image_size() const { return config_.vision.image_size; }
   // Whether the CLS token stays in the vision features (Video-LLaVA video: yes; LLaVA image: no).
-  virtual bool keeps_cls() const = 0;
+  virtual bool keeps_cls(Media media = Media::kVideo) const = 0;
   // The tower layer (0-based) whose output feeds the projector (from vision_feature_layer).
   int feature_layer() const;
   // Vision tokens per frame without dropping.
-  int64_t tokens_per_frame() const;
-  // Vision features of the tower's tokens: drops CLS unless keeps_cls(); [B, T', Dv].
-  at::Tensor select_features(const VisionTokens& tokens) const;
+  int64_t tokens_per_frame(Media media = Media::kVideo) const;
+  // Vision features of the tower's tokens: drops CLS unless keeps_cls(media); [B, T', Dv].
+  at::Tensor select_features(const VisionTokens& tokens, Media media = Media::kVideo) const;
   // Projector: [n, Dv] -> [n, Dt].
   at::Tensor project(const at::Tensor& features) const;
   // The chat prompt for `question` with `n_vision` vision tokens in place of the placeholder.
-  virtual PromptLayout build_prompt(const std::string& question, int64_t n_vision) const = 0;
+  virtual PromptLayout build_prompt(const std::string& question, int64_t n_vision, Media media = Media::kVideo) const = 0;
   // Input embeddings for a layout whose vision block is `vision` [n_vision, Dt].
   at::Tensor embed_prompt(const PromptLayout& layout, const at::Tensor& vision) const;
   // Frames [B, 3, S, S] -> projected vision tokens [B * T', Dt], without any dropping.
-  at::Tensor encode_frames(const at::Tensor& pixels) const;
+  at::Tensor encode_frames(const at::Tensor& pixels, Media media = Media::kVideo) const;
   // Runs the whole prompt (positions 0..n-1) through the LLM into `cache`.
   LlmOutput prefill(const PromptLayout& layout, const at::Tensor& vision, KvCache& cache) const;
 

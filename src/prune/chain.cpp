@@ -185,8 +185,8 @@ void Chain::reset() {
 }
 
 EncodedFrame Chain::encode_frame(const model::VisionLanguageModel& model, const at::Tensor& pixels, int64_t frame_seq,
-                                 double t_sec) {
-  const model::ClipVision& tower = model.frame_tower();
+                                 double t_sec, model::Media media) {
+  const model::ClipVision& tower = model.tower(media);
   const int n_layers = tower.n_layers();
   const int grid = tower.grid(model.image_size());
   model::VisionRequest req;
@@ -245,12 +245,12 @@ EncodedFrame Chain::encode_frame(const model::VisionLanguageModel& model, const 
 
   for (TokenPruner* p : vision) p->frame_done(ledger);
   EncodedFrame f;
-  f.features = model.select_features(r.tokens).select(0, 0);
-  if (!model.keeps_cls()) ledger.erase(ledger.begin());
+  f.features = model.select_features(r.tokens, media).select(0, 0);
+  if (!model.keeps_cls(media)) ledger.erase(ledger.begin());
   f.ledger = std::move(ledger);
   f.tokens_per_layer = std::move(r.tokens_per_layer);
   f.cls_only_tokens = std::move(r.cls_only_tokens);
-  f.n_tower_tokens = model.tokens_per_frame();
+  f.n_tower_tokens = model.tokens_per_frame(media);
   f.growths = std::move(stages.growths_);
   return f;
 }
@@ -296,7 +296,7 @@ PrefillRun Chain::prefill(const model::VisionLanguageModel& model, const model::
 
 std::vector<std::string> Chain::inactive_stages(const model::VisionLanguageModel& model) const {
   std::vector<std::string> out;
-  const int vision_layers = model.frame_tower().n_layers(), llm_layers = model.llm().n_layers();
+  const int vision_layers = model.tower().n_layers(), llm_layers = model.llm().n_layers();
   const int feature = model.feature_layer();
   for (const auto& p : pruners_) {
     switch (p->stage()) {

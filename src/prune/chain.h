@@ -56,9 +56,10 @@ class Chain {
   // Adds a pruner at the end (tests compose chains by hand).
   void add(std::unique_ptr<TokenPruner> pruner);
 
-  // Runs the tower over one frame ([1, 3, S, S]) with the vision stages and the frame's ledger.
+  // Runs the tower for `media` over one frame ([1, 3, S, S]) with the vision stages and the
+  // frame's ledger.
   EncodedFrame encode_frame(const model::VisionLanguageModel& model, const at::Tensor& pixels, int64_t frame_seq,
-                            double t_sec);
+                            double t_sec, model::Media media = model::Media::kVideo);
   // Prefill of `layout` with vision block `vision` ([n_vision, Dt], described by `ledger`) and
   // the prefill stages; positions stay the original ones.
   PrefillRun prefill(const model::VisionLanguageModel& model, const model::PromptLayout& layout,

@@ -4,7 +4,7 @@
 Written from the published architectures (CLIP ViT, LLaVA projector, Llama decoder) with its
 own safetensors reader; needs only the standard library and torch. Everything runs in float64.
 
-  llava_reference.py --model DIR --pixels FILE --ids FILE --vision-begin N --out FILE
+  llava_reference.py --model DIR --pixels FILE --ids FILE --vision-begin N --out FILE [--image]
 
   --pixels  safetensors file with one tensor "pixels" [B, 3, S, S] (normalised frames)
   --ids     JSON list of the prompt's token ids, vision block expanded to placeholder ids
@@ -225,7 +225,9 @@ def run(args):
     with open(os.path.join(args.model, "config.json")) as f:
         cfg = json.load(f)
     archs = cfg.get("architectures") or []
-    if "VideoLlavaForConditionalGeneration" in archs:
+    if "VideoLlavaForConditionalGeneration" in archs and args.image:
+        video, tower, token_key = False, "image_tower.vision_model.", "image_token_index"
+    elif "VideoLlavaForConditionalGeneration" in archs:
         video, tower, token_key = True, "video_tower.vision_model.", "video_token_index"
     elif "LlavaForConditionalGeneration" in archs:
         video, tower, token_key = False, "vision_tower.vision_model.", "image_token_index"
@@ -285,6 +287,8 @@ def main():
     ap.add_argument("--ids", required=True)
     ap.add_argument("--vision-begin", type=int, required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--image", action="store_true",
+                    help="Video-LLaVA: the pixels are one still image (image tower, <image>, CLS per strategy)")
     args = ap.parse_args()
     if sys.byteorder != "little":
         sys.exit("llava_reference.py: needs a little-endian machine")
