@@ -32,18 +32,21 @@ constexpr size_t kMatchTokens = 16;  // answers are compared on their first 16 t
 struct Sampled {
   std::vector<video::ImageTensor> pixels;
   std::vector<double> t_sec;
+  model::Media media = model::Media::kVideo;  // kImage: the source is one still image
 };
 
-Sampled sample_frames(const std::string& video, const config::Config& config, int image_size) {
+Sampled sample_frames(const std::string& video, const config::Config& config, const model::VisionLanguageModel& model) {
   std::unique_ptr<video::Source> source = video::open_source(video, config.video);
-  std::unique_ptr<video::Sampler> sampler = video::make_sampler(config.video.sampler);
+  std::unique_ptr<video::Sampler> sampler = video::make_sampler(
+      config.video.sampler, model.video_frames() > 0 ? video::ShortClip::kRepeat : video::ShortClip::kDistinct);
   config::PreprocessConfig pre = config.video.preprocess;
-  pre.size = image_size;
+  pre.size = model.image_size();
   video::Preprocessor preprocess(pre);
   Sampled s;
   while (std::optional<video::Frame> f = sampler->next(*source)) {
     s.t_sec.push_back(f->t_sec);
     s.pixels.push_back(preprocess(*f));
+    if (f->still_image) s.media = model::Media::kImage;
   }
   if (s.pixels.empty()) throw InputError(video + ": no frame could be decoded");
   return s;
@@ -91,9 +94,9 @@ Measure measure_once(const model::VisionLanguageModel& model, const prune::Chain
     const video::ImageTensor& px = frames.pixels[i];
     at::Tensor pixels =
         at::from_blob(const_cast<float*>(px.data.data()), {1, px.channels, px.height, px.width}, at::kFloat);
-    prune::EncodedFrame f = s.encode_frame(pixels, static_cast<int64_t>(i), frames.t_sec[i]);
+    prune::EncodedFrame f = s.encode_frame(pixels, static_cast<int64_t>(i), frames.t_sec[i], frames.media);
     at::Tensor tokens = model.project(f.features);
-    s.add_frame(session::frame_tokens(std::move(f), tokens, static_cast<int64_t>(i), frames.t_sec[i]));
+    s.add_frame(session::frame_tokens(std::move(f), tokens, static_cast<int64_t>(i), frames.t_sec[i], frames.media));
   }
   m.vit_ms = ms_since(t0);
   session::AnswerStats a = s.answer(question, gen, nullptr);
@@ -156,7 +159,7 @@ int run_bench(const BenchArgs& args, config::Config config) {
   if (!args.model.preset.empty()) {
     full = std::make_unique<model::ModelConfig>(model::preset_config(args.model.preset, 0, 0));
   }
-  Sampled frames = sample_frames(args.video, config, model->image_size());
+  Sampled frames = sample_frames(args.video, config, *model);
   MD_LOG_INFO("bench", model_dir << ": " << frames.pixels.size() << " frames, " << entries.size() << " pipelines, "
                                  << args.repeats << " repeat(s) after " << args.warmup << " warm-up run(s)");
   model::GenerationOptions gen;

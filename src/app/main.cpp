@@ -44,6 +44,8 @@ void add_model_options(CLI::App* cmd, ModelArgs& m, const std::string& preset_ex
 int run(int argc, char** argv) {
   CLI::App cli{"mustdrop: answers questions about video with a LLaVA-style model, dropping redundant vision tokens"};
   cli.require_subcommand(1);
+  // --config, --set and --log-level also work after the subcommand ("mustdrop run ... --set k=v").
+  cli.fallthrough();
   std::string config_path;
   std::vector<std::string> overrides;
   std::string log_level;

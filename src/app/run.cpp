@@ -66,6 +66,7 @@ int run_run(const RunArgs& args, config::Config config) {
     kv_peak = std::max(kv_peak, a.kv_bytes_peak);
     jans.push_back({{"question", a.question},
                     {"answer", a.answer},
+                    {"ids", a.ids},
                     {"n_generated", a.n_generated},
                     {"stopped_by_eos", a.stopped_by_eos},
                     {"interrupted", a.interrupted},
@@ -78,6 +79,7 @@ int run_run(const RunArgs& args, config::Config config) {
   json report{{"video", args.video},
               {"model", {{"dir", model_dir}, {"architecture", mc.architecture}}},
               {"pipeline", pipeline_cfg.name},
+              {"media", session.media() == model::Media::kImage ? "image" : "video"},
               {"answers", jans},
               {"n_frames_decoded", perception.source.n_frames_decoded},
               {"n_frames_sampled", perception.n_frames_sampled},

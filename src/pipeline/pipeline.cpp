@@ -28,6 +28,7 @@ struct FrameMsg {
   int64_t seq = 0;
   std::string source_id;  // the input (file, URL) the frame came from
   double t_sec = 0;
+  model::Media media = model::Media::kVideo;  // kImage: the source's only picture
   bool eos = false;       // end of stream: no frame; the last message of a source
   std::shared_ptr<video::Frame> frame;
   std::shared_ptr<video::ImageTensor> pixels;
@@ -147,7 +148,8 @@ std::vector<NodeTiming> Pipeline::timings() const {
 PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
   Impl& im = *impl_;
   const config::VideoConfig& vc = im.config.video;
-  auto reader = std::make_shared<video::AsyncReader>(std::move(source), video::make_sampler(vc.sampler),
+  const video::ShortClip short_clip = im.model.video_frames() > 0 ? video::ShortClip::kRepeat : video::ShortClip::kDistinct;
+  auto reader = std::make_shared<video::AsyncReader>(std::move(source), video::make_sampler(vc.sampler, short_clip),
                                                      static_cast<size_t>(vc.live.queue_frames));
   {
     std::lock_guard<std::mutex> lock(im.mu);
@@ -178,6 +180,7 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
         std::optional<video::Frame> f = reader->pop(std::chrono::milliseconds(100));
         if (f) {
           m.t_sec = f->t_sec;
+          m.media = f->still_image ? model::Media::kImage : model::Media::kVideo;
           m.frame = std::make_shared<video::Frame>(std::move(*f));
           have = true;
           return;
@@ -211,7 +214,7 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
         const video::ImageTensor& px = *m.pixels;
         at::Tensor pixels =
             at::from_blob(const_cast<float*>(px.data.data()), {1, px.channels, px.height, px.width}, at::kFloat);
-        m.encoded = std::make_shared<prune::EncodedFrame>(im.session.encode_frame(pixels, m.seq, m.t_sec));
+        m.encoded = std::make_shared<prune::EncodedFrame>(im.session.encode_frame(pixels, m.seq, m.t_sec, m.media));
         m.pixels.reset();
       });
     } else {
@@ -230,7 +233,7 @@ PerceptionStats Pipeline::perceive(std::unique_ptr<video::Source> source) {
       MD_LOG_DEBUG("pipeline", m.source_id << ": end of stream after " << stats.n_frames_encoded << " frames");
     } else if (!m.failed) {
       im.guarded("memory", [&] {
-        im.session.add_frame(session::frame_tokens(std::move(*m.encoded), m.tokens, m.seq, m.t_sec));
+        im.session.add_frame(session::frame_tokens(std::move(*m.encoded), m.tokens, m.seq, m.t_sec, m.media));
         ++stats.n_frames_encoded;
       });
     }

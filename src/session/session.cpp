@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -12,10 +13,11 @@
 
 namespace mustdrop::session {
 
-FrameTokens frame_tokens(prune::EncodedFrame frame, at::Tensor tokens, int64_t seq, double t_sec) {
+FrameTokens frame_tokens(prune::EncodedFrame frame, at::Tensor tokens, int64_t seq, double t_sec, model::Media media) {
   FrameTokens ft;
   ft.seq = seq;
   ft.t_sec = t_sec;
+  ft.media = media;
   ft.tokens = std::move(tokens);
   ft.ledger = std::move(frame.ledger);
   ft.n_tower_tokens = frame.n_tower_tokens;
@@ -30,8 +32,8 @@ Session::Session(const model::VisionLanguageModel& model, const prune::Chain* ch
   for (const auto& line : chain_->inactive_stages(model_)) MD_LOG_WARN("prune", chain_->name() << ": " << line);
 }
 
-prune::EncodedFrame Session::encode_frame(const at::Tensor& pixels, int64_t seq, double t_sec) {
-  return chain_->encode_frame(model_, pixels, seq, t_sec);
+prune::EncodedFrame Session::encode_frame(const at::Tensor& pixels, int64_t seq, double t_sec, model::Media media) {
+  return chain_->encode_frame(model_, pixels, seq, t_sec, media);
 }
 
 void Session::add_frame(FrameTokens frame) {
@@ -56,6 +58,10 @@ int64_t Session::n_vision_tokens() const {
   return n;
 }
 
+model::Media Session::media() const {
+  return frames_.size() == 1 && frames_[0].media == model::Media::kImage ? model::Media::kImage : model::Media::kVideo;
+}
+
 AnswerStats Session::answer(const std::string& question, const model::GenerationOptions& options,
                             const TextCallback& on_text, const std::atomic<bool>* stop) const {
   if (frames_.empty()) throw InputError("no frame was encoded: nothing to answer about");
@@ -69,7 +75,7 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
     ledger.insert(ledger.end(), f.ledger.begin(), f.ledger.end());
   }
   at::Tensor vision = at::cat(parts, 0);
-  model::PromptLayout layout = model_.build_prompt(question, vision.size(0));
+  model::PromptLayout layout = model_.build_prompt(question, vision.size(0), media());
   st.n_vision_tokens = layout.n_vision;
   st.n_prompt_tokens = static_cast<int64_t>(layout.ids.size());
   if (st.n_prompt_tokens > model_.config().text.max_position_embeddings) {
@@ -103,9 +109,15 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
   int64_t n_text = st.n_prompt_tokens - layout.n_vision;
   for (int64_t n : out.tokens_per_layer) st.vision_per_layer.push_back(n - n_text);
 
-  // Stream decoded text; the tokenizer turns ids into text pieces incrementally.
+  // Stream decoded text; the pieces add up to decode(generated ids), the held-back tail of an
+  // unfinished character included (flushed at the end).
   const model::Tokenizer* tok = model_.tokenizer();
-  std::vector<int> ids;
+  std::optional<model::TextStream> text;
+  if (tok) text.emplace(*tok);
+  auto emit = [&](const std::string& piece) {
+    st.answer += piece;
+    if (on_text && !piece.empty()) on_text(piece);
+  };
   bool first = true;
   model::GenerationOptions o = options;
   if (tok) {
@@ -118,13 +130,11 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
           st.ttft_ms = ms_since(t0);
           first = false;
         }
-        std::string piece = tok ? tok->decode_next(ids, id) : "<" + std::to_string(id) + ">";
-        ids.push_back(id);
-        st.answer += piece;
-        if (on_text && !piece.empty()) on_text(piece);
+        emit(text ? text->push(id) : "<" + std::to_string(id) + ">");
         return !(stop && stop->load());
       },
       decode_stages);
+  if (text) emit(text->finish());
   st.interrupted = stop && stop->load();
   st.n_generated = static_cast<int64_t>(g.ids.size());
   st.ids = g.ids;

@@ -24,6 +24,7 @@ using LedgerEntry = prune::TokenInfo;
 struct FrameTokens {
   int64_t seq = 0;
   double t_sec = 0;
+  model::Media media = model::Media::kVideo;  // kImage: a still image (the source's only picture)
   at::Tensor tokens;                  // [n, text hidden] projected
   std::vector<LedgerEntry> ledger;    // n entries
   int64_t n_tower_tokens = 0;         // tokens out of the tower before any dropping
@@ -33,7 +34,8 @@ struct FrameTokens {
 };
 
 // The memory entry of frame `seq` encoded as `frame`, its features projected to `tokens`.
-FrameTokens frame_tokens(prune::EncodedFrame frame, at::Tensor tokens, int64_t seq, double t_sec);
+FrameTokens frame_tokens(prune::EncodedFrame frame, at::Tensor tokens, int64_t seq, double t_sec,
+                         model::Media media = model::Media::kVideo);
 
 struct AnswerStats {
   std::string question;
@@ -68,19 +70,24 @@ class Session {
   // Stages that can never act on `model` (layers past its depth) are logged as warnings.
   explicit Session(const model::VisionLanguageModel& model, const prune::Chain* chain = nullptr);
 
-  // Encodes one frame ([1, 3, S, S]) through the tower with the chain's vision stages (frames
-  // must come in sequence order; one caller at a time). Features are not projected yet.
-  prune::EncodedFrame encode_frame(const at::Tensor& pixels, int64_t seq, double t_sec);
+  // Encodes one frame ([1, 3, S, S]) through the tower for `media` with the chain's vision
+  // stages (frames must come in sequence order; one caller at a time). Features are not
+  // projected yet.
+  prune::EncodedFrame encode_frame(const at::Tensor& pixels, int64_t seq, double t_sec,
+                                   model::Media media = model::Media::kVideo);
   // Remembers a frame's tokens (frames arrive in sequence order) and grows the earlier tokens
   // that absorbed some of its tokens.
   void add_frame(FrameTokens frame);
   const std::vector<FrameTokens>& frames() const { return frames_; }
   int64_t n_vision_tokens() const;
+  // kImage when the memory holds one still image (asked about as an image), else kVideo.
+  model::Media media() const;
   const prune::Chain& chain() const { return *chain_; }
   const model::VisionLanguageModel& model() const { return model_; }
 
   // Answers `question` over every remembered token: prefill (with the chain's prefill stages),
-  // then generation streamed through `on_text` (with its decode stages). `stop` (optional)
+  // then generation streamed through `on_text` (with its decode stages). A memory that holds
+  // one still image is asked about as an image (Video-LLaVA: "<image>"), else as a video. `stop` (optional)
   // ends generation early when it becomes true.
   AnswerStats answer(const std::string& question, const model::GenerationOptions& options, const TextCallback& on_text,
                      const std::atomic<bool>* stop = nullptr) const;

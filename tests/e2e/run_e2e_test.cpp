@@ -85,6 +85,67 @@ TEST(Run, VideoLlavaKeepsClsPerFrame) {
   EXPECT_EQ(read_json(report)["n_vision_tokens_in"], 8 * 257);
 }
 
+// `mustdrop run` on `input` with the tiny `preset` model (default frames); the report.
+json run_on(const std::string& input, const std::string& preset, const std::string& tag,
+            const std::vector<std::string>& extra = {}) {
+  std::string report = temp_dir() + "/" + tag + ".json";
+  std::vector<std::string> args = {"run", input, "--model", tiny_model(preset), "-q", "What is it?",
+                                   "--max-new-tokens", "6", "--json", report};
+  args.insert(args.end(), extra.begin(), extra.end());
+  ProcResult r = mustdrop(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.exit_code == 0 ? read_json(report) : json::object();
+}
+
+TEST(Run, OneImageIsOneFrameForAnImageModel) {
+  std::string dir = make_image_dir("one_picture", "testsrc2=size=320x240", 1);
+  json j = run_on(dir, "tiny-llava", "one_image");  // the default asks for 8 frames
+  EXPECT_EQ(j["n_frames_sampled"], 1);
+  EXPECT_EQ(j["n_vision_tokens_in"], 576);
+  // The same answer as the one frame asked for explicitly (8 copies would be another prompt).
+  json once = run_on(dir, "tiny-llava", "one_image_once", {"--frames", "1"});
+  EXPECT_EQ(j["answers"][0]["ids"], once["answers"][0]["ids"]);
+  // A PNG file is a single picture too.
+  std::string png = make_clip("picture.png", "-f lavfi -i testsrc2=size=320x240 -frames:v 1");
+  EXPECT_EQ(run_on(png, "tiny-llava", "png")["n_vision_tokens_in"], 576);
+}
+
+TEST(Run, VideoLlavaAsksAboutAStillImageThroughItsImageTower) {
+  std::string dir = make_image_dir("one_picture", "testsrc2=size=320x240", 1);
+  json j = run_on(dir, "tiny-video-llava", "video_llava_image");
+  EXPECT_EQ(j["n_frames_sampled"], 1);
+  EXPECT_EQ(j["n_vision_tokens_in"], 256);  // 16 x 16 patches, CLS dropped ("default" strategy)
+  EXPECT_EQ(j["media"], "image");
+}
+
+TEST(Run, VideoLlavaRepeatsTheFramesOfAShortClipLikeItsProcessor) {
+  std::string path = make_clip("three_frames.mp4", "-f lavfi -i testsrc2=size=320x240:rate=10 -frames:v 3 "
+                                                   "-c:v libx264 -preset ultrafast -pix_fmt yuv420p");
+  json j = run_on(path, "tiny-video-llava", "video_llava_short");
+  EXPECT_EQ(j["n_frames_sampled"], 8);
+  EXPECT_EQ(j["n_frames_decoded"], 3);
+  EXPECT_EQ(j["n_vision_tokens_in"], 8 * 257);
+  EXPECT_EQ(j["media"], "video");
+  // An image model takes each of the three frames once.
+  json llava = run_on(path, "tiny-llava", "llava_short");
+  EXPECT_EQ(llava["n_frames_sampled"], 3);
+  EXPECT_EQ(llava["n_vision_tokens_in"], 3 * 576);
+}
+
+TEST(Run, OptionsAfterTheSubcommandWork) {
+  std::string report = temp_dir() + "/set_after.json";
+  ProcResult r = mustdrop({"run", clip(), "--model", tiny_model(), "-q", "x?", "--max-new-tokens", "2", "--json",
+                           report, "--set", "video.sampler.frames=2", "--log-level", "warn"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_json(report)["n_frames_sampled"], 2);
+  std::string cfg = temp_dir() + "/three_frames.yaml";
+  std::ofstream(cfg) << "video:\n  sampler:\n    frames: 3\n";
+  r = mustdrop({"run", clip(), "--model", tiny_model(), "-q", "x?", "--max-new-tokens", "2", "--json", report,
+                "--config", cfg});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_json(report)["n_frames_sampled"], 3);
+}
+
 TEST(Run, SigintStopsCleanlyAndKeepsAValidReport) {
   std::string report = temp_dir() + "/interrupted.json";
   Child run({mustdrop_binary(), "run", clip(), "--model", tiny_model(), "-q", "Tell me everything.", "--frames", "1",
