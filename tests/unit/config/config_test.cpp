@@ -95,32 +95,64 @@ Config non_default_config() {
   c.video.live.reconnect.initial_delay_ms = 7;
   c.video.live.reconnect.max_delay_ms = 0;
   c.video.live.reconnect.max_attempts = 1000000000;
+  c.model.dir = "/models/llava 1.5: \"quoted\"";
+  c.model.dtype = "bf16";
+  c.generation.max_new_tokens = 99999;
+  c.generation.temperature = 0.7;
+  c.generation.top_p = 0.95;
+  c.generation.seed = 2147483647;
+  c.threads.total = 3;
+  c.threads.torch_intra_op = 1;
+  c.threads.frames_in_flight = 4096;
   return c;
 }
 
-void expect_same(const Config& a, const Config& b) {
-  EXPECT_EQ(a.log_level, b.log_level);
-  EXPECT_EQ(a.video.frame_dir_fps, b.video.frame_dir_fps);
-  EXPECT_EQ(a.video.decoder_threads, b.video.decoder_threads);
-  EXPECT_EQ(a.video.sampler.kind, b.video.sampler.kind);
-  EXPECT_EQ(a.video.sampler.frames, b.video.sampler.frames);
-  EXPECT_EQ(a.video.sampler.fps, b.video.sampler.fps);
-  EXPECT_EQ(a.video.sampler.interval_sec, b.video.sampler.interval_sec);
-  EXPECT_EQ(a.video.sampler.seek_threshold_sec, b.video.sampler.seek_threshold_sec);
-  EXPECT_EQ(a.video.preprocess.size, b.video.preprocess.size);
-  EXPECT_EQ(a.video.preprocess.resize, b.video.preprocess.resize);
-  EXPECT_EQ(a.video.preprocess.interpolation, b.video.preprocess.interpolation);
-  EXPECT_EQ(a.video.preprocess.mean, b.video.preprocess.mean);
-  EXPECT_EQ(a.video.preprocess.stddev, b.video.preprocess.stddev);
-  EXPECT_EQ(a.video.live.transport, b.video.live.transport);
-  EXPECT_EQ(a.video.live.read_timeout_ms, b.video.live.read_timeout_ms);
-  EXPECT_EQ(a.video.live.open_timeout_ms, b.video.live.open_timeout_ms);
-  EXPECT_EQ(a.video.live.initial_connect_sec, b.video.live.initial_connect_sec);
-  EXPECT_EQ(a.video.live.watchdog_sec, b.video.live.watchdog_sec);
-  EXPECT_EQ(a.video.live.queue_frames, b.video.live.queue_frames);
-  EXPECT_EQ(a.video.live.reconnect.initial_delay_ms, b.video.live.reconnect.initial_delay_ms);
-  EXPECT_EQ(a.video.live.reconnect.max_delay_ms, b.video.live.reconnect.max_delay_ms);
-  EXPECT_EQ(a.video.live.reconnect.max_attempts, b.video.live.reconnect.max_attempts);
+// Every leaf of a configuration as "path = value", in declaration order, read through the
+// config's own visit() so a field added later is compared too.
+struct LeafPrinter {
+  std::string prefix;
+  std::vector<std::string>* out;
+
+  static std::string text(const std::string& v) { return "'" + v + "'"; }
+  static std::string text(double v) {
+    std::ostringstream s;
+    s.precision(17);
+    s << v;
+    return s.str();
+  }
+  static std::string text(int v) { return std::to_string(v); }
+  static std::string text(bool v) { return v ? "true" : "false"; }
+  template <class T>
+  static std::string text(const std::vector<T>& v) {
+    std::string r = "[";
+    for (const auto& x : v) r += text(x) + ",";
+    return r + "]";
+  }
+  template <class T, class Check>
+  void operator()(const char* name, T& field, const Check&) {
+    out->push_back(prefix + name + " = " + text(field));
+  }
+  template <class Section>
+  void operator()(const char* name, Section& section) {
+    LeafPrinter inner{prefix + name + ".", out};
+    section.visit(inner);
+  }
+};
+
+std::vector<std::string> leaves(Config c) {
+  std::vector<std::string> out;
+  LeafPrinter p{"", &out};
+  c.visit(p);
+  return out;
+}
+
+void expect_same(const Config& a, const Config& b) { EXPECT_EQ(leaves(a), leaves(b)); }
+
+TEST(NonDefaultConfig, EveryLeafDiffersFromItsDefault) {
+  std::vector<std::string> changed = leaves(non_default_config()), defaults = leaves(Config{});
+  ASSERT_EQ(changed.size(), defaults.size());
+  ASSERT_EQ(changed.size(), key_paths().size());
+  for (size_t i = 0; i < changed.size(); ++i) EXPECT_NE(changed[i], defaults[i]);
 }
 
 // ---- configs/default.yaml and the key list ----

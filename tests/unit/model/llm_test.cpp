@@ -217,23 +217,74 @@ TEST(Llama, EvictedCacheEqualsAFreshPrefillOfTheKeptTokensTrailingDrops) {
   expect_eviction_matches_fresh_prefill(4, {7, 8, 9});
 }
 
-TEST(Llama, EvictionInUpperLayersOnlyEqualsPerLayerReference) {
-  // Layers below L keep everything; layers >= L drop entries: a decode step must equal the same
-  // computation done with caches built that way from scratch (kv lengths differ per layer).
+// Drops the listed tokens from the forward pass after layer `after`, so later layers never see
+// them (a prefill that builds per-layer caches of different lengths from scratch).
+class DropAfterLayer : public LayerHook {
+ public:
+  DropAfterLayer(int after, std::vector<int64_t> drop) : after_(after), drop_(std::move(drop)) {}
+  std::vector<int64_t> attention_rows(int, int64_t) override { return {}; }
+  void after_layer(LayerState& st) override {
+    if (st.layer != after_) return;
+    std::vector<int64_t> keep;
+    for (int64_t i = 0; i < st.hidden.size(0); ++i) {
+      if (std::find(drop_.begin(), drop_.end(), i) == drop_.end()) keep.push_back(i);
+    }
+    at::Tensor idx = at::tensor(keep, at::kLong);
+    st.hidden = st.hidden.index_select(0, idx);
+    st.positions = st.positions.index_select(0, idx);
+  }
+
+ private:
+  int after_;
+  std::vector<int64_t> drop_;
+};
+
+// Layers below `from_layer` keep everything; layers from it on remove `drop` after the prefill.
+// The reference is a fresh prefill in which those layers never see the dropped tokens. Equal where
+// no kept entry of an evicting layer depended on a dropped token: the last layer alone (its keys
+// and values come from its own input) for any set, or drops after every kept token.
+void expect_upper_layer_eviction_matches_fresh_prefill(int from_layer, const std::vector<int64_t>& drop) {
   TextConfig c = small_text();
   LlamaModel m = make_llama(c, 23);
   std::vector<int> ids = {1, 5, 9, 14, 20, 27, 35};
   DenseKvCache cache(m.n_layers());
   run(m, cache, ids, range(0, 7));
-  for (int l = 2; l < m.n_layers(); ++l) cache.remove(l, {1, 4});
-  at::Tensor a = run(m, cache, {11}, {7});
+  for (int l = from_layer; l < m.n_layers(); ++l) cache.remove(l, drop);
+  at::Tensor evicted = run(m, cache, {11}, {7});
   EXPECT_EQ(cache.length(0), 8);
-  EXPECT_EQ(cache.length(3), 6);
-  DenseKvCache again(m.n_layers());
-  run(m, again, ids, range(0, 7));
-  for (int l = 2; l < m.n_layers(); ++l) again.remove(l, {4, 1});  // order of indices does not matter
-  EXPECT_TRUE(at::allclose(a, run(m, again, {11}, {7}), 0, 0));
-  EXPECT_THROW(again.remove(0, {99}), std::exception);
+  EXPECT_EQ(cache.length(m.n_layers() - 1), 8 - static_cast<int64_t>(drop.size()));
+
+  DenseKvCache fresh(m.n_layers());
+  DropAfterLayer hook(from_layer - 1, drop);
+  LlmForward f;
+  f.hidden = m.embed(ids);
+  f.positions = positions(range(0, 7));
+  f.cache = &fresh;
+  f.hook = &hook;
+  m.forward(f);
+  for (int l = 0; l < m.n_layers(); ++l) ASSERT_EQ(fresh.length(l), cache.length(l) - 1) << l;
+  at::Tensor reference = run(m, fresh, {11}, {7});
+  EXPECT_TRUE(at::allclose(evicted, reference, 1e-9, 1e-9)) << (evicted - reference).abs().max().item<double>();
+  // Without the eviction the step sees the dropped tokens: the comparison can tell.
+  DenseKvCache full(m.n_layers());
+  run(m, full, ids, range(0, 7));
+  EXPECT_FALSE(at::allclose(run(m, full, {11}, {7}), reference, 1e-6, 1e-6));
+}
+
+TEST(Llama, EvictionInTheLastLayerOnlyEqualsAFreshPrefill) {
+  expect_upper_layer_eviction_matches_fresh_prefill(small_text().num_hidden_layers - 1, {1, 4});
+}
+
+TEST(Llama, EvictionInUpperLayersOfTrailingTokensEqualsAFreshPrefill) {
+  expect_upper_layer_eviction_matches_fresh_prefill(2, {5, 6});
+}
+
+TEST(KvCache, RemovingABadIndexThrows) {
+  DenseKvCache cache(1);
+  cache.append(0, at::zeros({2, 3, 8}), at::zeros({2, 3, 8}));
+  EXPECT_THROW(cache.remove(0, {99}), std::exception);
+  EXPECT_THROW(cache.remove(0, {1, 1}), std::exception);
+  EXPECT_EQ(cache.length(0), 3);
 }
 
 TEST(KvCache, BytesTrackLiveEntries) {
