@@ -42,7 +42,8 @@ struct ImportantSetOptions {
 };
 
 // mustdrop.dual_attention: drop a vision token only if both its global and local text->vision
-// attention are low.
+// attention are low. Thresholds default to the official TextVQA-192 script's (the official code's
+// own defaults, 1.0 / 0.0, drop nothing; docs/pruning.md).
 struct DualAttentionOptions {
   std::vector<int> layers = {2, 6, 10, 14};  // LLM layers (0-based) after which the filter runs
   double global_threshold = 0.001;           // gamma: drop candidate if its share of the summed attention < gamma
