@@ -18,6 +18,7 @@
 #include "core/timing.h"
 #include "model/flops.h"
 #include "model/presets.h"
+#include "pipeline/runtime.h"
 #include "video/preprocess.h"
 #include "video/sampler.h"
 #include "video/source.h"
@@ -29,26 +30,20 @@ using nlohmann::json;
 
 constexpr size_t kMatchTokens = 16;  // answers are compared on their first 16 tokens
 
+// The sampled frames, decoded once and fed to every run (the lanes preprocess them again).
 struct Sampled {
-  std::vector<video::ImageTensor> pixels;
-  std::vector<double> t_sec;
-  model::Media media = model::Media::kVideo;  // kImage: the source is one still image
+  std::vector<video::Frame> frames;
+  video::StreamInfo info;
 };
 
 Sampled sample_frames(const std::string& video, const config::Config& config, const model::VisionLanguageModel& model) {
   std::unique_ptr<video::Source> source = video::open_source(video, config.video);
   std::unique_ptr<video::Sampler> sampler = video::make_sampler(
       config.video.sampler, model.video_frames() > 0 ? video::ShortClip::kRepeat : video::ShortClip::kDistinct);
-  config::PreprocessConfig pre = config.video.preprocess;
-  pre.size = model.image_size();
-  video::Preprocessor preprocess(pre);
   Sampled s;
-  while (std::optional<video::Frame> f = sampler->next(*source)) {
-    s.t_sec.push_back(f->t_sec);
-    s.pixels.push_back(preprocess(*f));
-    if (f->still_image) s.media = model::Media::kImage;
-  }
-  if (s.pixels.empty()) throw InputError(video + ": no frame could be decoded");
+  s.info = source->info();
+  while (std::optional<video::Frame> f = sampler->next(*source)) s.frames.push_back(std::move(*f));
+  if (s.frames.empty()) throw InputError(video + ": no frame could be decoded");
   return s;
 }
 
@@ -65,7 +60,7 @@ struct Measure {
 // the depth that ran keep the last count (stages configured deeper are not counted: this
 // understates what deeper stages would save). The tower runs up to its feature layer, plus the
 // CLS-row passes that ran.
-double full_depth_flops(const model::ModelConfig& full, const session::Session& s,
+double full_depth_flops(const model::ModelConfig& full, const session::MemorySnapshot& memory,
                         const std::vector<int64_t>& llm_tokens_per_layer) {
   const int n = full.vision.num_hidden_layers, index = full.vision_feature_layer;
   const int tower_layers = index < 0 ? n + 1 + index : index;  // hidden_states[index] = output of layer index-1
@@ -75,32 +70,39 @@ double full_depth_flops(const model::ModelConfig& full, const session::Session& 
     return out;
   };
   double total = 0;
-  for (const auto& f : s.frames()) {
-    total += model::vision_flops(full.vision, 1, extend(f.tokens_per_vision_layer, tower_layers));
-    for (int64_t t : f.cls_only_tokens) total += model::cls_row_flops(full.vision, t);
+  for (const auto& f : memory.frames) {
+    total += model::vision_flops(full.vision, 1, extend(f->tokens_per_vision_layer, tower_layers));
+    for (int64_t t : f->cls_only_tokens) total += model::cls_row_flops(full.vision, t);
   }
   return total + model::prefill_flops(full.text, extend(llm_tokens_per_layer, full.text.num_hidden_layers));
 }
 
-Measure measure_once(const model::VisionLanguageModel& model, const prune::Chain& chain, const Sampled& frames,
-                     const std::string& question, const model::GenerationOptions& gen,
+// One pipeline over the sampled frames on the runtime: perception through a lane, one answer
+// through the answering branch. A cold prefill (no prefix cache): the table compares methods.
+Measure measure_once(pipeline::Runtime& runtime, const model::VisionLanguageModel& model, const prune::Chain& chain,
+                     const Sampled& frames, const std::string& question, const model::GenerationOptions& gen,
                      const model::ModelConfig* full) {
-  c10::InferenceMode guard;
   reset_peak_rss();
   Measure m;
-  session::Session s(model, &chain);
+  config::MemoryConfig cold;
+  cold.prefix_cache = false;
+  session::Session s(model, &chain, cold);
+  std::vector<video::Frame> copies;
+  for (const auto& f : frames.frames) copies.push_back(f.clone());
+  pipeline::SourceOptions every;
+  every.every_frame = true;
   auto t0 = Clock::now();
-  for (size_t i = 0; i < frames.pixels.size(); ++i) {
-    const video::ImageTensor& px = frames.pixels[i];
-    at::Tensor pixels =
-        at::from_blob(const_cast<float*>(px.data.data()), {1, px.channels, px.height, px.width}, at::kFloat);
-    prune::EncodedFrame f = s.encode_frame(pixels, static_cast<int64_t>(i), frames.t_sec[i], frames.media);
-    at::Tensor tokens = model.project(f.features);
-    s.add_frame(session::frame_tokens(std::move(f), tokens, static_cast<int64_t>(i), frames.t_sec[i], frames.media));
-  }
+  std::shared_ptr<pipeline::SourceRun> run =
+      runtime.add_source(video::make_frame_list_source(std::move(copies), frames.info), s, every);
+  run->wait();
+  if (run->error()) std::rethrow_exception(run->error());
   m.vit_ms = ms_since(t0);
-  session::AnswerStats a = s.answer(question, gen, nullptr);
-  m.acc = account(s, {a});
+  pipeline::Ask ask;
+  ask.question = question;
+  ask.options = gen;
+  session::AnswerStats a = runtime.ask(s, std::move(ask)).get();
+  std::shared_ptr<const session::MemorySnapshot> memory = s.snapshot();
+  m.acc = account(*memory, s.vision_records(), model.config(), {a});
   m.prefill_ms = a.prefill_ms;
   m.ttft_ms = a.ttft_ms;
   m.decode_ms_per_token = a.decode_ms_per_token;
@@ -111,7 +113,7 @@ Measure measure_once(const model::VisionLanguageModel& model, const prune::Chain
     std::vector<int64_t> llm;
     int64_t n_text = a.n_prompt_tokens - a.n_vision_tokens;
     for (int64_t v : a.vision_per_layer) llm.push_back(v + n_text);
-    m.flops_full_depth = full_depth_flops(*full, s, llm);
+    m.flops_full_depth = full_depth_flops(*full, *memory, llm);
   }
   return m;
 }
@@ -160,7 +162,8 @@ int run_bench(const BenchArgs& args, config::Config config) {
     full = std::make_unique<model::ModelConfig>(model::preset_config(args.model.preset, 0, 0));
   }
   Sampled frames = sample_frames(args.video, config, *model);
-  MD_LOG_INFO("bench", model_dir << ": " << frames.pixels.size() << " frames, " << entries.size() << " pipelines, "
+  pipeline::Runtime runtime(config.threads);
+  MD_LOG_INFO("bench", model_dir << ": " << frames.frames.size() << " frames, " << entries.size() << " pipelines, "
                                  << args.repeats << " repeat(s) after " << args.warmup << " warm-up run(s)");
   model::GenerationOptions gen;
   gen.max_new_tokens = args.max_new_tokens;
@@ -169,16 +172,16 @@ int run_bench(const BenchArgs& args, config::Config config) {
   // Warm-up: the reference pipeline over the first frame with a short answer touches every
   // code path (thread pools, allocator, weights' pages) at a fraction of a full run's cost.
   Sampled first;
-  first.pixels.push_back(frames.pixels.front());
-  first.t_sec.push_back(frames.t_sec.front());
+  first.info = frames.info;
+  first.frames.push_back(frames.frames.front().clone());
   model::GenerationOptions short_answer = gen;
   short_answer.max_new_tokens = std::min(2, gen.max_new_tokens);
-  for (int w = 0; w < args.warmup; ++w) measure_once(*model, *entries[ref].chain, first, args.question, short_answer, nullptr);
+  for (int w = 0; w < args.warmup; ++w) measure_once(runtime, *model, *entries[ref].chain, first, args.question, short_answer, nullptr);
   std::vector<Measure> result;
   for (auto& e : entries) {
     std::vector<Measure> runs;
     for (int r = 0; r < args.repeats; ++r) {
-      runs.push_back(measure_once(*model, *e.chain, frames, args.question, gen, full.get()));
+      runs.push_back(measure_once(runtime, *model, *e.chain, frames, args.question, gen, full.get()));
     }
     Measure m = runs.back();  // counts and answers are the same every repeat (greedy, fixed seed)
     auto med = [&](double Measure::*field) {
@@ -256,7 +259,7 @@ int run_bench(const BenchArgs& args, config::Config config) {
     json report{{"video", args.video},
                 {"model", model_dir},
                 {"question", args.question},
-                {"n_frames", frames.pixels.size()},
+                {"n_frames", frames.frames.size()},
                 {"repeats", args.repeats},
                 {"warmup", args.warmup},
                 {"max_new_tokens", args.max_new_tokens},

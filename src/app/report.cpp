@@ -52,14 +52,15 @@ double mean(const std::vector<int64_t>& v) {
   return s / static_cast<double>(v.size());
 }
 
-Accounting account(const session::Session& session, const std::vector<session::AnswerStats>& answers) {
-  const model::ModelConfig& mc = session.model().config();
+Accounting account(const session::MemorySnapshot& memory, const std::vector<prune::StageRecord>& vision_records,
+                   const model::ModelConfig& mc, const std::vector<session::AnswerStats>& answers) {
   const session::AnswerStats* answer = answers.empty() ? nullptr : &answers.front();
   Accounting a;
-  a.n_vision_tokens_to_llm = session.n_vision_tokens();
+  a.n_vision_tokens_to_llm = memory.n_tokens;
   double vision_full = 0;
   std::vector<std::vector<int64_t>> per_frame;
-  for (const auto& f : session.frames()) {
+  for (const auto& frame : memory.frames) {
+    const session::MemoryFrame& f = *frame;
     a.n_vision_tokens_in += f.n_tower_tokens;
     a.flops_vision += model::vision_flops(mc.vision, 1, f.tokens_per_vision_layer);
     for (int64_t n : f.cls_only_tokens) a.flops_vision += model::cls_row_flops(mc.vision, n);
@@ -80,7 +81,7 @@ Accounting account(const session::Session& session, const std::vector<session::A
     a.n_vision_tokens_layer_avg = mean(answer->vision_per_layer);
     a.n_vision_kv_after_decode = answer->n_vision_kv_after_decode;
   }
-  std::vector<prune::StageRecord> records = session.chain().vision_records();
+  std::vector<prune::StageRecord> records = vision_records;
   prune::attribute_flops(records, mc, per_frame, {}, 0);
   if (answer) records.insert(records.end(), answer->stages.begin(), answer->stages.end());
   a.stages = json::array();
@@ -95,6 +96,54 @@ Accounting account(const session::Session& session, const std::vector<session::A
                         {"flops", r.flops}});
   }
   return a;
+}
+
+namespace {
+
+json gaps_json(const std::vector<session::Gap>& gaps) {
+  json out = json::array();
+  for (const auto& g : gaps) {
+    out.push_back({{"from_sec", g.t_from_sec}, {"to_sec", g.t_to_sec}, {"n_frames", g.n_frames}, {"reason", g.reason}});
+  }
+  return out;
+}
+
+}  // namespace
+
+json memory_use_json(const session::AnswerStats& a) {
+  const session::MemoryUse& m = a.memory;
+  return {{"version", m.version},
+          {"span_sec", {m.t_first_sec, m.t_last_sec}},
+          {"n_frames", m.n_frames},
+          {"n_tokens", m.n_tokens},
+          {"gaps", gaps_json(m.gaps)},
+          {"n_evicted_tokens_before", m.n_evicted_tokens},
+          {"used_prefix", a.used_prefix},
+          {"flops_prefill_saved", a.flops_prefill_saved}};
+}
+
+json memory_json(const session::MemorySnapshot& memory, const session::Session& session) {
+  const session::FrameMemory& fm = session.memory();
+  json evictions = json::array();
+  for (const auto& e : fm.recent_evictions()) {
+    evictions.push_back({{"at_frame", e.at_frame},
+                         {"n_tokens", e.n_tokens},
+                         {"n_in_s", e.n_in_s},
+                         {"span_sec", {e.t_first_sec, e.t_last_sec}}});
+  }
+  return {{"n_frames", memory.frames.size()},
+          {"n_tokens", memory.n_tokens},
+          {"bytes", memory.bytes},
+          {"token_capacity", fm.token_capacity()},
+          {"bytes_per_token", fm.bytes_per_token()},
+          {"prefix_cache", session.prefix_cache()},
+          {"prefix_layer", session.chain().prefix_layer(session.model())},
+          {"span_sec", {memory.t_first_sec, memory.t_last_sec}},
+          {"gaps", gaps_json(memory.gaps)},
+          {"n_evicted_tokens", memory.n_evicted_tokens},
+          {"n_evictions", memory.n_evictions},
+          {"recent_evictions", evictions},
+          {"n_position_compactions", fm.n_compactions()}};
 }
 
 }  // namespace mustdrop::app

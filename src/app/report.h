@@ -24,7 +24,7 @@ std::unique_ptr<model::VisionLanguageModel> load_model(const ModelArgs& args, co
 // Writes `j` to `path` through a temporary file, so a reader never sees half a report.
 void write_report(const std::string& path, const nlohmann::json& j);
 
-// Token and FLOP accounting of one answer over a session's frames.
+// Token and FLOP accounting of one answer over a memory's frames.
 struct Accounting {
   int64_t n_vision_tokens_in = 0;      // out of the tower without dropping
   int64_t n_vision_tokens_to_llm = 0;  // entering the LLM
@@ -36,8 +36,14 @@ struct Accounting {
   double flops_unpruned = 0;  // the same frames and prompts without any dropping
   nlohmann::json stages;      // per-stage records (vision stages summed over frames, then the first answer's)
 };
-// Token counts and per-stage records of the first answer; FLOPs of all of them.
-Accounting account(const session::Session& session, const std::vector<session::AnswerStats>& answers);
+// Token counts and per-stage records of the first answer over `memory` (whose frames the vision
+// stages recorded in `vision_records` encoded); FLOPs of all of them.
+Accounting account(const session::MemorySnapshot& memory, const std::vector<prune::StageRecord>& vision_records,
+                   const model::ModelConfig& config, const std::vector<session::AnswerStats>& answers);
+// The memory an answer used: span, tokens, gaps, evictions before it, whether the prefix served.
+nlohmann::json memory_use_json(const session::AnswerStats& answer);
+// The session's memory now: tokens, bytes, budget, evictions, compactions.
+nlohmann::json memory_json(const session::MemorySnapshot& memory, const session::Session& session);
 
 double mean(const std::vector<int64_t>& v);
 

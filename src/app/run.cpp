@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/sysinfo.h"
-#include "pipeline/pipeline.h"
+#include "pipeline/runtime.h"
 #include "session/session.h"
 #include "video/source.h"
 
@@ -35,31 +35,51 @@ int run_run(const RunArgs& args, config::Config config) {
   MD_LOG_INFO("run", "model " << model_dir << " (" << model->config().architecture << "), pipeline "
                               << pipeline_cfg.name);
 
-  session::Session session(*model, chain.get());
-  pipeline::Pipeline pipe(config, *model, session);
-  install_stop_handlers([&pipe] { pipe.stop(); });
+  session::Session session(*model, chain.get(), config.memory);
+  pipeline::Runtime runtime(config.threads);
+  install_stop_handlers([&runtime] { runtime.stop(); });
 
-  pipeline::PerceptionStats perception = pipe.perceive(std::move(source));
+  pipeline::SourceOptions source_options;
+  source_options.video = config.video;
+  source_options.frames_in_flight = config.threads.frames_in_flight;
+  std::shared_ptr<pipeline::SourceRun> perceiving = runtime.add_source(std::move(source), session, source_options);
+  pipeline::PerceptionStats perception = perceiving->wait();
+  std::exception_ptr err = perceiving->error();
+  model::GenerationOptions generation;
+  generation.max_new_tokens = config.generation.max_new_tokens;
+  generation.temperature = config.generation.temperature;
+  generation.top_p = config.generation.top_p;
+  generation.seed = static_cast<uint64_t>(config.generation.seed);
   std::vector<session::AnswerStats> answers;
-  if (!pipe.error() && !pipe.stopped()) {
+  if (!err && !runtime.stopped() && perception.n_frames_encoded > 0) {
     for (const auto& q : args.questions) {
       std::printf("Q: %s\nA:", q.c_str());
       std::fflush(stdout);
-      session::AnswerStats a = pipe.ask(q, [](const std::string& piece) {
+      pipeline::Ask ask;
+      ask.question = q;
+      ask.options = generation;
+      ask.on_text = [](const std::string& piece) {
         std::fwrite(piece.data(), 1, piece.size(), stdout);
         std::fflush(stdout);  // stream: one flush per token
-      });
+      };
+      try {
+        session::AnswerStats a = runtime.ask(session, std::move(ask)).get();
+        a.question = q;
+        answers.push_back(std::move(a));
+      } catch (...) {
+        err = std::current_exception();
+      }
       std::printf("\n");
       std::fflush(stdout);
-      answers.push_back(std::move(a));
-      if (pipe.error() || pipe.stopped()) break;
+      if (err || runtime.stopped()) break;
     }
   }
 
   // The report: what ran, what it cost, and every answer produced (also after Ctrl-C).
   const model::ModelConfig& mc = model->config();
   const session::AnswerStats* first = answers.empty() ? nullptr : &answers.front();
-  Accounting acc = account(session, answers);
+  std::shared_ptr<const session::MemorySnapshot> memory = session.snapshot();
+  Accounting acc = account(*memory, session.vision_records(), mc, answers);
   json jans = json::array();
   int64_t kv_peak = 0;
   for (const auto& a : answers) {
@@ -72,14 +92,15 @@ int run_run(const RunArgs& args, config::Config config) {
                     {"interrupted", a.interrupted},
                     {"ttft_ms", a.ttft_ms},
                     {"prefill_ms", a.prefill_ms},
-                    {"decode_ms_per_token", a.decode_ms_per_token}});
+                    {"decode_ms_per_token", a.decode_ms_per_token},
+                    {"memory", memory_use_json(a)}});
   }
   json timings = json::object();
-  for (const auto& t : pipe.timings()) timings[t.name] = t.ms;
+  for (const auto& t : runtime.timings()) timings[t.name] = t.ms;
   json report{{"video", args.video},
               {"model", {{"dir", model_dir}, {"architecture", mc.architecture}}},
               {"pipeline", pipeline_cfg.name},
-              {"media", session.media() == model::Media::kImage ? "image" : "video"},
+              {"media", memory->media() == model::Media::kImage ? "image" : "video"},
               {"answers", jans},
               {"n_frames_decoded", perception.source.n_frames_decoded},
               {"n_frames_sampled", perception.n_frames_sampled},
@@ -104,8 +125,8 @@ int run_run(const RunArgs& args, config::Config config) {
                           {"n_corrupt_packets", perception.source.n_corrupt_packets},
                           {"truncated", perception.source.truncated},
                           {"damage", perception.source.damage}}},
-              {"interrupted", pipe.stopped()}};
-  std::exception_ptr err = pipe.error();
+              {"memory", memory_json(*memory, session)},
+              {"interrupted", runtime.stopped()}};
   if (err) {
     try {
       std::rethrow_exception(err);
@@ -115,7 +136,7 @@ int run_run(const RunArgs& args, config::Config config) {
   }
   if (!args.json_path.empty()) write_report(args.json_path, report);
   if (err) std::rethrow_exception(err);
-  if (pipe.stopped()) {
+  if (runtime.stopped()) {
     MD_LOG_WARN("run", "interrupted: " << answers.size() << " answer(s) kept");
     return 130;
   }

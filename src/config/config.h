@@ -146,17 +146,37 @@ struct GenerationConfig {
   }
 };
 
+// The memory of a session: a hard budget on its vision tokens and their cached keys/values.
+struct MemoryConfig {
+  int max_tokens = 0;         // vision tokens kept (0 = no limit but the model's context)
+  double max_mb = 0;          // megabytes of vision tokens plus their cached prefix (0 = no limit)
+  double evict_to = 0.9;      // when full, evict down to this share of the budget (fewer, larger evictions)
+  bool prefix_cache = true;   // keep the question-independent KV prefix and extend it per frame
+  int position_reserve = 512; // RoPE positions kept free after the memory for a question and its answer
+
+  template <class V>
+  void visit(V& v) {
+    v("max_tokens", max_tokens, range(0, 1e9));
+    v("max_mb", max_mb, range(0, 1e9));
+    v("evict_to", evict_to, range(0.05, 1));
+    v("prefix_cache", prefix_cache, any());
+    v("position_reserve", position_reserve, range(16, 1e6));
+  }
+};
+
 // The thread budget, split so oneTBB workers and LibTorch's intra-op threads never oversubscribe.
 struct ThreadsConfig {
   int total = 0;             // cores to use; 0 = all hardware threads
   int torch_intra_op = 0;    // LibTorch threads per model node; 0 = total (model nodes run one at a time)
   int frames_in_flight = 4;  // frames decoded but not yet encoded (limiter)
+  int answers = 1;           // answers computed at once (over all sessions); more queue
 
   template <class V>
   void visit(V& v) {
     v("total", total, range(0, 4096));
     v("torch_intra_op", torch_intra_op, range(0, 4096));
     v("frames_in_flight", frames_in_flight, range(1, 4096));
+    v("answers", answers, range(1, 4096));
   }
 };
 
@@ -166,6 +186,7 @@ struct Config {
   VideoConfig video;
   ModelSettings model;
   GenerationConfig generation;
+  MemoryConfig memory;
   ThreadsConfig threads;
 
   template <class V>
@@ -174,6 +195,7 @@ struct Config {
     v("video", video);
     v("model", model);
     v("generation", generation);
+    v("memory", memory);
     v("threads", threads);
   }
 };

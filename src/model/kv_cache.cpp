@@ -80,6 +80,26 @@ void DenseKvCache::remove(int layer, const std::vector<int64_t>& indices) {
   l.length = n;
 }
 
+void DenseKvCache::truncate(int layer, int64_t n) {
+  layer_at(layer);
+  Layer& l = layers_[static_cast<size_t>(layer)];
+  if (n < 0 || n > l.length) {
+    throw InternalError("kv cache: cannot truncate layer " + std::to_string(layer) + " of length " +
+                        std::to_string(l.length) + " to " + std::to_string(n));
+  }
+  l.length = n;
+}
+
+void copy_prefix(const KvCache& from, KvCache& to, int n_layers, int64_t n_entries) {
+  for (int l = 0; l < n_layers; ++l) {
+    if (from.length(l) < n_entries) {
+      throw InternalError("kv cache: layer " + std::to_string(l) + " holds " + std::to_string(from.length(l)) +
+                          " entries, fewer than the " + std::to_string(n_entries) + " to copy");
+    }
+    if (n_entries > 0) to.append(l, from.keys(l).narrow(1, 0, n_entries), from.values(l).narrow(1, 0, n_entries));
+  }
+}
+
 int64_t DenseKvCache::bytes() const {
   int64_t total = 0;
   for (const Layer& l : layers_) {

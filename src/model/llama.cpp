@@ -178,24 +178,41 @@ at::Tensor LlamaModel::attention(int layer, const at::Tensor& x, const at::Tenso
 
 LlmOutput LlamaModel::forward(const LlmForward& in) const {
   if (!in.cache) throw InternalError("LlamaModel::forward needs a KV cache");
+  const CachedRows& cached = in.cached;
+  const int last = in.last_layer >= 0 ? std::min(in.last_layer, n_layers() - 1) : n_layers() - 1;
   LlmOutput out;
   at::Tensor h = in.hidden.to(weights_.embed.scalar_type());
   at::Tensor positions = in.positions;
-  for (int i = 0; i < n_layers(); ++i) {
+  for (int i = 0; i <= last; ++i) {
     const LlamaLayerWeights& w = weights_.layers[static_cast<size_t>(i)];
+    // Cached rows sit in front of the new ones (in this layer's cache, not in h) up to after_layer.
+    const int64_t shown = i <= cached.after_layer ? cached.n : 0;
     std::vector<int64_t> rows;
     if (in.hook) {
-      rows = in.hook->attention_rows(i, h.size(0));
+      rows = in.hook->attention_rows(i, shown + h.size(0));
     } else if (auto it = in.attention_rows.find(i); it != in.attention_rows.end()) {
       rows = it->second;
     }
-    out.tokens_per_layer.push_back(h.size(0));
+    for (int64_t& r : rows) {
+      if (r < shown) {
+        throw InternalError("layer " + std::to_string(i) + ": attention of row " + std::to_string(r) +
+                            " was asked for, but that row is cached (its attention was never computed here)");
+      }
+      r -= shown;
+    }
+    out.tokens_per_layer.push_back(shown + h.size(0));
+    out.computed_per_layer.push_back(h.size(0));
     int64_t past = in.cache->length(i);
     at::Tensor probs;
     h = h + attention(i, rms_norm(h, w.input_norm, config_.rms_norm_eps), positions, *in.cache, rows, &probs);
     at::Tensor x = rms_norm(h, w.post_norm, config_.rms_norm_eps);
     h = h + dense(at::silu(dense(x, w.gate)) * dense(x, w.up), w.down);
     if (probs.defined()) out.attention[i] = probs;
+    if (i == cached.after_layer && cached.n > 0) {
+      h = at::cat({cached.hidden.to(h.scalar_type()), h}, 0);
+      positions = at::cat({cached.positions, positions}, 0);
+      past -= cached.n;
+    }
     if (in.hook) {
       LayerState st{i, h, positions, probs, past};
       in.hook->after_layer(st);
@@ -203,9 +220,30 @@ LlmOutput LlamaModel::forward(const LlmForward& in) const {
       positions = st.positions;
     }
   }
-  at::Tensor last = in.all_logits ? h : h.narrow(0, h.size(0) - 1, 1);
-  out.logits = dense(rms_norm(last, weights_.norm, config_.rms_norm_eps), weights_.lm_head).to(at::kFloat);
+  if (in.last_layer >= 0) {
+    out.hidden = h;
+    return out;
+  }
+  at::Tensor last_row = in.all_logits ? h : h.narrow(0, h.size(0) - 1, 1);
+  out.logits = dense(rms_norm(last_row, weights_.norm, config_.rms_norm_eps), weights_.lm_head).to(at::kFloat);
   return out;
+}
+
+void LlamaModel::shift_positions(KvCache& cache, int first_layer, int last_layer, const at::Tensor& from,
+                                 const at::Tensor& to) const {
+  if (config_.rope_scaling_type == "dynamic") {
+    throw ModelError("config.json: dynamic RoPE scaling: cached keys cannot be moved to other positions");
+  }
+  at::Tensor cos, sin;
+  rope_tables(to - from, head_dim(), config_, 0, &cos, &sin);
+  for (int l = first_layer; l <= last_layer; ++l) {
+    at::Tensor k = cache.keys(l);
+    if (k.size(1) != from.size(0)) {
+      throw InternalError("shift_positions: layer " + std::to_string(l) + " holds " + std::to_string(k.size(1)) +
+                          " entries, " + std::to_string(from.size(0)) + " positions given");
+    }
+    k.copy_(apply_rope(k, cos, sin));
+  }
 }
 
 }  // namespace mustdrop::model

@@ -46,6 +46,17 @@ class LayerHook {
   virtual void after_layer(LayerState& state) = 0;
 };
 
+// Rows that come before the new tokens and are already cached in layers 0..after_layer (the
+// question-independent start of a prompt): there the new tokens attend to their cached keys; after
+// layer after_layer their cached output joins in front of the new tokens, and the layers above run
+// over both. Layer hooks and attention rows see the whole sequence, cached rows first.
+struct CachedRows {
+  int64_t n = 0;
+  int after_layer = -1;  // -1: no cached rows
+  at::Tensor hidden;     // [n, hidden] their output of layer after_layer
+  at::Tensor positions;  // [n] int64 their RoPE positions
+};
+
 struct LlmForward {
   at::Tensor hidden;     // [n, hidden] input embeddings of the new tokens
   at::Tensor positions;  // [n] int64
@@ -53,12 +64,16 @@ struct LlmForward {
   std::map<int, std::vector<int64_t>> attention_rows;  // fixed requests when there is no hook
   LayerHook* hook = nullptr;
   bool all_logits = false;  // logits for every remaining row, else only the last
+  CachedRows cached;        // rows already in `cache` (see CachedRows)
+  int last_layer = -1;      // >= 0: run layers 0..last_layer only; no logits, `hidden` out instead
 };
 
 struct LlmOutput {
-  at::Tensor logits;                      // [rows, vocab] (float32)
-  std::map<int, at::Tensor> attention;    // layer -> [rows, n_keys] head-mean probabilities
-  std::vector<int64_t> tokens_per_layer;  // tokens each layer processed
+  at::Tensor logits;                        // [rows, vocab] (float32); undefined with last_layer
+  at::Tensor hidden;                        // with last_layer: [n, hidden] output of that layer
+  std::map<int, at::Tensor> attention;      // layer -> [rows, n_keys] head-mean probabilities
+  std::vector<int64_t> tokens_per_layer;    // tokens each layer held (cached rows included)
+  std::vector<int64_t> computed_per_layer;  // tokens each layer computed (cached rows excluded)
 };
 
 // float64 for float64 tensors, else float32: the type softmax, norms and RoPE run in.
@@ -82,10 +97,18 @@ class LlamaModel {
   const TextConfig& config() const { return config_; }
   int n_layers() const { return static_cast<int>(weights_.layers.size()); }
   int head_dim() const { return config_.hidden_size / config_.num_attention_heads; }
+  // The compute dtype of the weights and activations.
+  at::ScalarType dtype() const { return weights_.embed.scalar_type(); }
   // Embeddings of token ids: [n, hidden].
   at::Tensor embed(const std::vector<int>& ids) const;
-  // Runs the new tokens through every layer, appending their keys/values to the cache.
+  // Runs the new tokens through every layer (or up to in.last_layer), appending their
+  // keys/values to the cache. InternalError for a request the cached rows cannot serve.
   LlmOutput forward(const LlmForward& in) const;
+  // Re-rotates the keys of layers first..last of `cache` from positions `from` to `to` ([length]
+  // int64, one per entry): RoPE rotations compose, so each key becomes what its token gives at the
+  // new position. ModelError under dynamic RoPE scaling (its rotations do not compose).
+  void shift_positions(KvCache& cache, int first_layer, int last_layer, const at::Tensor& from,
+                       const at::Tensor& to) const;
 
  private:
   at::Tensor attention(int layer, const at::Tensor& x, const at::Tensor& positions, KvCache& cache,

@@ -82,7 +82,7 @@ class VisionStages : public model::VisionHook {
 // Applies the prefill stages between LLM layers and remembers which vision tokens each layer cached.
 class PrefillStages : public model::LayerHook {
  public:
-  PrefillStages(std::vector<const TokenPruner*> pruners, const View& base, PrefillRun& run, std::vector<TokenInfo> ledger,
+  PrefillStages(std::vector<TokenPruner*> pruners, const View& base, PrefillRun& run, std::vector<TokenInfo> ledger,
                 const std::string& origin)
       : pruners_(std::move(pruners)), base_(base), run_(run), ledger_(std::move(ledger)), origin_(origin) {}
 
@@ -102,7 +102,7 @@ class PrefillStages : public model::LayerHook {
     run_.layer_vision.push_back(ledger_);  // what this layer cached
     if (st.layer == base_.n_layers - 1) run_.final_positions = st.positions;
     bool changed = false;
-    for (const TokenPruner* p : pruners_) {
+    for (TokenPruner* p : pruners_) {
       if (!acts_after(p->needs(base_.n_layers), st.layer)) continue;
       auto t0 = Clock::now();
       int64_t n_in = static_cast<int64_t>(ledger_.size());
@@ -114,7 +114,7 @@ class PrefillStages : public model::LayerHook {
       v.hidden = st.hidden;
       v.rows = rows_;
       v.attention = st.attention;
-      KeepPlan plan = const_cast<TokenPruner*>(p)->decide(v);
+      KeepPlan plan = p->decide(v);
       PlanTarget target;
       target.merged = {&st.hidden};
       target.gathered = {&st.positions};
@@ -138,7 +138,7 @@ class PrefillStages : public model::LayerHook {
     return v;
   }
 
-  std::vector<const TokenPruner*> pruners_;
+  std::vector<TokenPruner*> pruners_;
   View base_;
   PrefillRun& run_;
   std::vector<TokenInfo> ledger_;
@@ -182,6 +182,10 @@ void Chain::add(std::unique_ptr<TokenPruner> pruner) { pruners_.push_back(std::m
 void Chain::reset() {
   for (auto& p : pruners_) p->reset();
   vision_records_.clear();
+}
+
+void Chain::forget(const std::vector<int64_t>& ids) {
+  for (auto& p : pruners_) p->forget(ids);
 }
 
 EncodedFrame Chain::encode_frame(const model::VisionLanguageModel& model, const at::Tensor& pixels, int64_t frame_seq,
@@ -255,9 +259,19 @@ EncodedFrame Chain::encode_frame(const model::VisionLanguageModel& model, const 
   return f;
 }
 
+int Chain::prefix_layer(const model::VisionLanguageModel& model) const {
+  const int n_layers = model.llm().n_layers();
+  int k = n_layers - 1;
+  for (const auto& p : pruners_) {
+    if (p->stage() != Stage::Prefill) continue;
+    for (int l : p->needs(n_layers).layers) k = std::min(k, std::max(0, l));
+  }
+  return k;
+}
+
 PrefillRun Chain::prefill(const model::VisionLanguageModel& model, const model::PromptLayout& layout,
                           const at::Tensor& vision, const std::vector<TokenInfo>& ledger, int64_t n_frames,
-                          model::KvCache& cache) const {
+                          model::KvCache& cache, const at::Tensor& positions, const at::Tensor& prefix_hidden) const {
   if (static_cast<int64_t>(ledger.size()) != layout.n_vision) {
     throw InternalError("prefill: " + std::to_string(ledger.size()) + " ledger entries for " +
                         std::to_string(layout.n_vision) + " vision tokens");
@@ -265,20 +279,41 @@ PrefillRun Chain::prefill(const model::VisionLanguageModel& model, const model::
   PrefillRun run;
   run.vision_begin = layout.vision_begin;
   run.n_vision_in = layout.n_vision;
+  const int64_t n_prompt = static_cast<int64_t>(layout.ids.size());
+  at::Tensor all_positions =
+      positions.defined() ? positions : at::arange(n_prompt, at::TensorOptions().dtype(at::kLong));
+  if (all_positions.size(0) != n_prompt) {
+    throw InternalError("prefill: " + std::to_string(all_positions.size(0)) + " positions for " +
+                        std::to_string(n_prompt) + " prompt tokens");
+  }
+  at::Tensor embeddings = model.embed_prompt(layout, vision);
   model::LlmForward f;
-  f.hidden = model.embed_prompt(layout, vision);
-  f.positions = at::arange(static_cast<int64_t>(layout.ids.size()), at::TensorOptions().dtype(at::kLong));
   f.cache = &cache;
+  if (prefix_hidden.defined()) {
+    // The system part and the vision block are cached up to the prefix layer: the text runs alone there.
+    const int64_t n_cached = layout.text_begin();
+    f.hidden = embeddings.narrow(0, n_cached, n_prompt - n_cached);
+    f.positions = all_positions.narrow(0, n_cached, n_prompt - n_cached);
+    f.cached.n = n_cached;
+    f.cached.after_layer = prefix_layer(model);
+    f.cached.hidden = prefix_hidden;
+    f.cached.positions = all_positions.narrow(0, 0, n_cached);
+  } else {
+    f.hidden = embeddings;
+    f.positions = all_positions;
+  }
 
-  std::vector<const TokenPruner*> stages;
+  std::vector<TokenPruner*> stages;
   for (const auto& p : pruners_) {
-    if (p->stage() == Stage::Prefill) stages.push_back(p.get());
+    if (p->stage() != Stage::Prefill && p->stage() != Stage::Decode) continue;
+    run.stages.push_back(p->clone());  // this answer's own copy: answers never share a pruner
+    if (p->stage() == Stage::Prefill) stages.push_back(run.stages.back().get());
   }
   View base;
   base.stage = Stage::Prefill;
   base.n_layers = model.llm().n_layers();
   base.vision_begin = layout.vision_begin;
-  base.prompt_embeddings = f.hidden;
+  base.prompt_embeddings = embeddings;
   base.prompt_vision_begin = layout.vision_begin;
   base.prompt_n_vision = layout.n_vision;
   base.n_frames = std::max<int64_t>(1, n_frames);
@@ -334,7 +369,7 @@ std::vector<std::string> Chain::inactive_stages(const model::VisionLanguageModel
 }
 
 void Chain::after_decode_step(int step, model::KvCache& cache, PrefillRun& run) const {
-  for (const auto& p : pruners_) {
+  for (const auto& p : run.stages) {
     if (p->stage() != Stage::Decode || !p->acts_at_step(step)) continue;
     auto t0 = Clock::now();
     int64_t n_in = 0, n_out = 0;
@@ -352,7 +387,7 @@ void Chain::after_decode_step(int step, model::KvCache& cache, PrefillRun& run) 
       v.n_tokens = cache.length(l);
       v.step = step;
       v.final_ids = &run.final_ids;
-      KeepPlan plan = const_cast<TokenPruner*>(p.get())->decide(v);
+      KeepPlan plan = p->decide(v);
       PlanTarget target;
       target.offset = run.vision_begin;
       target.ledger = &ledger;

@@ -3,8 +3,9 @@
 // through apply_plan(), and every stage is timed and counted the same way.
 //
 // Threading: vision stages run on the encoder (one frame at a time, in order) and keep the
-// stream's memory (temporal windows); prefill/decode stages are separate objects and hold no
-// per-stream memory. The session calls one or the other, never both at once.
+// stream's memory (temporal windows). Each prefill works on its own copies of the prefill and
+// decode stages (held by its PrefillRun), so any number of answers may run at once, also while
+// frames are encoded; prefill() and after_decode_step() touch nothing shared.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -32,6 +33,7 @@ struct EncodedFrame {
 
 // A prefill with the prefill stages, and what the decode stages need afterwards.
 struct PrefillRun {
+  std::vector<std::unique_ptr<TokenPruner>> stages;  // this answer's copies of the prefill and decode stages
   model::LlmOutput out;
   int64_t vision_begin = 0;
   int64_t n_vision_in = 0;                          // vision tokens entering the LLM
@@ -60,11 +62,18 @@ class Chain {
   // frame's ledger.
   EncodedFrame encode_frame(const model::VisionLanguageModel& model, const at::Tensor& pixels, int64_t frame_seq,
                             double t_sec, model::Media media = model::Media::kVideo);
-  // Prefill of `layout` with vision block `vision` ([n_vision, Dt], described by `ledger`) and
-  // the prefill stages; positions stay the original ones.
+  // Prefill of `layout` with vision block `vision` ([n_vision, Dt], described by `ledger`) at
+  // `positions` ([prompt length] int64; undefined: 0..n-1) with the prefill stages; tokens keep
+  // their positions whatever is dropped. With `prefix_hidden` defined, the system part and the
+  // vision block already sit in layers 0..prefix_layer(model) of `cache` and `prefix_hidden`
+  // ([vision_begin + n_vision, D]) is their output of that layer: only the text runs there.
   PrefillRun prefill(const model::VisionLanguageModel& model, const model::PromptLayout& layout,
                      const at::Tensor& vision, const std::vector<TokenInfo>& ledger, int64_t n_frames,
-                     model::KvCache& cache) const;
+                     model::KvCache& cache, const at::Tensor& positions = at::Tensor(),
+                     const at::Tensor& prefix_hidden = at::Tensor()) const;
+  // The last LLM layer whose keys and values cannot depend on the question: the first layer after
+  // which a prefill stage acts (or whose attention it reads); the last layer when none does.
+  int prefix_layer(const model::VisionLanguageModel& model) const;
   // Decode stages due after `step` decode steps (0: right after prefill) act on `cache`.
   void after_decode_step(int step, model::KvCache& cache, PrefillRun& run) const;
   // Stages that can never act on `model` (layers past its depth), one line each, for a warning.
@@ -73,6 +82,8 @@ class Chain {
   const std::vector<StageRecord>& vision_records() const { return vision_records_; }
   // Forgets per-stream memory and records (a new stream).
   void reset();
+  // Tells the vision stages that the tokens `ids` left the stream's memory.
+  void forget(const std::vector<int64_t>& ids);
 
  private:
   std::string name_ = "none";

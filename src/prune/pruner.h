@@ -115,6 +115,9 @@ class TokenPruner {
   // Vision stages: a frame is done; `tokens` are its tokens as they leave the tower (CLS first).
   // Per-stream memory may only point at tokens that exist.
   virtual void frame_done(const std::vector<TokenInfo>& tokens) { (void)tokens; }
+  // Vision stages: the tokens `ids` left the stream's memory (evicted); per-stream memory must
+  // stop pointing at them.
+  virtual void forget(const std::vector<int64_t>& ids) { (void)ids; }
 };
 
 // Indices of the `k` largest `scores` (ties: lower index first), returned ascending.

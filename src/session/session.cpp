@@ -27,67 +27,79 @@ FrameTokens frame_tokens(prune::EncodedFrame frame, at::Tensor tokens, int64_t s
   return ft;
 }
 
-Session::Session(const model::VisionLanguageModel& model, const prune::Chain* chain)
-    : model_(model), chain_(chain ? std::make_unique<prune::Chain>(*chain) : std::make_unique<prune::Chain>()) {
+Session::Session(const model::VisionLanguageModel& model, const prune::Chain* chain, const config::MemoryConfig& memory)
+    : model_(model),
+      chain_(chain ? std::make_unique<prune::Chain>(*chain) : std::make_unique<prune::Chain>()),
+      prefix_cache_(memory.prefix_cache),
+      memory_(std::make_unique<FrameMemory>(model, chain_->prefix_layer(model), memory)) {
   for (const auto& line : chain_->inactive_stages(model_)) MD_LOG_WARN("prune", chain_->name() << ": " << line);
 }
 
 prune::EncodedFrame Session::encode_frame(const at::Tensor& pixels, int64_t seq, double t_sec, model::Media media) {
+  std::lock_guard<std::mutex> lock(encoder_mu_);
+  if (!forget_.empty()) {
+    chain_->forget(forget_);
+    forget_.clear();
+  }
   return chain_->encode_frame(model_, pixels, seq, t_sec, media);
 }
 
 void Session::add_frame(FrameTokens frame) {
-  for (const auto& g : frame.growths) {
-    int64_t seq = g.id / prune::kIdsPerFrame;
-    auto f = std::find_if(frames_.rbegin(), frames_.rend(), [&](const FrameTokens& x) { return x.seq == seq; });
-    if (f == frames_.rend()) continue;
-    auto e = std::find_if(f->ledger.begin(), f->ledger.end(), [&](const LedgerEntry& x) { return x.id == g.id; });
-    if (e == f->ledger.end()) continue;  // the earlier token was dropped since
-    e->size += g.size;
-    if (g.last_frame > e->last_frame) {
-      e->last_frame = g.last_frame;
-      e->t_last_sec = g.t_last_sec;
-    }
-  }
-  frames_.push_back(std::move(frame));
+  std::vector<int64_t> evicted = memory_->append(std::move(frame));
+  if (evicted.empty()) return;
+  std::lock_guard<std::mutex> lock(encoder_mu_);
+  forget_.insert(forget_.end(), evicted.begin(), evicted.end());
 }
 
-int64_t Session::n_vision_tokens() const {
-  int64_t n = 0;
-  for (const auto& f : frames_) n += f.tokens.size(0);
-  return n;
+std::vector<prune::StageRecord> Session::vision_records() const {
+  std::lock_guard<std::mutex> lock(encoder_mu_);
+  return chain_->vision_records();
 }
 
-model::Media Session::media() const {
-  return frames_.size() == 1 && frames_[0].media == model::Media::kImage ? model::Media::kImage : model::Media::kVideo;
-}
-
-AnswerStats Session::answer(const std::string& question, const model::GenerationOptions& options,
-                            const TextCallback& on_text, const std::atomic<bool>* stop) const {
-  if (frames_.empty()) throw InputError("no frame was encoded: nothing to answer about");
+AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& question,
+                            const model::GenerationOptions& options, const TextCallback& on_text,
+                            const std::atomic<bool>* stop, bool use_prefix) const {
+  if (memory.frames.empty()) throw InputError("no frame was encoded: nothing to answer about");
   AnswerStats st;
   st.question = question;
+  st.memory = MemoryUse{memory.version,     static_cast<int64_t>(memory.frames.size()),
+                        memory.n_tokens,    memory.t_first_sec,
+                        memory.t_last_sec,  memory.gaps,
+                        memory.n_evicted_tokens};
   auto t0 = Clock::now();
-  std::vector<at::Tensor> parts;
-  std::vector<LedgerEntry> ledger;
-  for (const auto& f : frames_) {
-    parts.push_back(f.tokens);
-    ledger.insert(ledger.end(), f.ledger.begin(), f.ledger.end());
-  }
-  at::Tensor vision = at::cat(parts, 0);
-  model::PromptLayout layout = model_.build_prompt(question, vision.size(0), media());
+  at::Tensor vision = memory.vision();
+  std::vector<LedgerEntry> ledger = memory.ledger();
+  model::PromptLayout layout = model_.build_prompt(question, vision.size(0), memory.media());
   st.n_vision_tokens = layout.n_vision;
   st.n_prompt_tokens = static_cast<int64_t>(layout.ids.size());
-  if (st.n_prompt_tokens > model_.config().text.max_position_embeddings) {
-    MD_LOG_WARN("answer", "the prompt has " << st.n_prompt_tokens << " tokens, more than the model's context of "
-                                            << model_.config().text.max_position_embeddings
-                                            << "; answers may degrade (use fewer --frames)");
+  // Positions: the system part 0..s-1, the memory's own, then the text after the memory.
+  const int64_t n_text = st.n_prompt_tokens - layout.text_begin();
+  at::Tensor positions = at::cat({at::arange(layout.vision_begin, at::TensorOptions().dtype(at::kLong)),
+                                  memory.positions(),
+                                  at::arange(memory.next_position, memory.next_position + n_text,
+                                             at::TensorOptions().dtype(at::kLong))});
+  const int64_t context = model_.config().text.max_position_embeddings;
+  if (memory.next_position + n_text > context) {
+    MD_LOG_WARN("answer", "the prompt reaches position " << memory.next_position + n_text
+                                                        << ", past the model's context of " << context
+                                                        << "; answers may degrade (use fewer --frames)");
   }
-
+  // The cached prefix serves when it matches this prompt's system part (it always does, unless
+  // the question changed how the text before the placeholder tokenizes).
+  const bool prefix_fits =
+      use_prefix && memory.prefix && layout.vision_begin == memory.prefix->n_system() &&
+      std::equal(layout.ids.begin(), layout.ids.begin() + layout.vision_begin, memory.prefix->system_ids().begin()) &&
+      memory.prefix->size() == layout.text_begin();
   const model::LlamaModel& llm = model_.llm();
   model::DenseKvCache cache(llm.n_layers());
-  prune::PrefillRun run =
-      chain_->prefill(model_, layout, vision, ledger, static_cast<int64_t>(frames_.size()), cache);
+  at::Tensor prefix_hidden;
+  if (prefix_fits) {
+    memory.prefix->copy_to(cache);
+    prefix_hidden = memory.prefix->hidden();
+    st.used_prefix = true;
+  }
+  prune::PrefillRun run = chain_->prefill(model_, layout, vision, ledger, static_cast<int64_t>(memory.frames.size()),
+                                          cache, positions, prefix_hidden);
   const model::LlmOutput& out = run.out;
   st.prefill_ms = ms_since(t0);
   // Decode stages: right after prefill (step 0) and after each step. The cache lengths at the
@@ -106,8 +118,8 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
     }
   };
   decode_stages(0, cache);
-  int64_t n_text = st.n_prompt_tokens - layout.n_vision;
-  for (int64_t n : out.tokens_per_layer) st.vision_per_layer.push_back(n - n_text);
+  const int64_t n_not_vision = st.n_prompt_tokens - layout.n_vision;
+  for (int64_t n : out.tokens_per_layer) st.vision_per_layer.push_back(n - n_not_vision);
 
   // Stream decoded text; the pieces add up to decode(generated ids), the held-back tail of an
   // unfinished character included (flushed at the end).
@@ -124,8 +136,9 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
     o.stop_ids.push_back(tok->eos_id());
     o.vocab_limit = tok->vocab_size();
   }
+  const int64_t next_position = memory.next_position + n_text;
   model::GenerationResult g = model::generate(
-      llm, cache, out.logits, st.n_prompt_tokens, o, [&](int id) {
+      llm, cache, out.logits, next_position, o, [&](int id) {
         if (first) {
           st.ttft_ms = ms_since(t0);
           first = false;
@@ -152,12 +165,13 @@ AnswerStats Session::answer(const std::string& question, const model::Generation
   const model::TextConfig& tc = model_.config().text;
   int64_t steps = std::max<int64_t>(0, st.n_generated - 1);
   st.flops_prefill = model::prefill_flops(tc, out.tokens_per_layer);
+  st.flops_prefill_saved = st.flops_prefill - model::prefill_flops(tc, out.computed_per_layer);
   // Each layer cached what it ran; after an eviction at step D the rest runs on the smaller cache.
   int64_t full_steps = evicted_at < 0 ? steps : std::min<int64_t>(steps, evicted_at);
   st.flops_decode = model::decode_flops(tc, out.tokens_per_layer, full_steps) +
                     model::decode_flops(tc, kv_lengths, steps - full_steps);
-  int64_t full_prompt = n_text;
-  for (const auto& fr : frames_) full_prompt += fr.n_tower_tokens;
+  int64_t full_prompt = st.n_prompt_tokens - layout.n_vision;
+  for (const auto& fr : memory.frames) full_prompt += fr->n_tower_tokens;
   std::vector<int64_t> full(static_cast<size_t>(llm.n_layers()), full_prompt);
   st.flops_prefill_unpruned = model::prefill_flops(tc, full);
   st.flops_decode_unpruned = model::decode_flops(tc, full, steps);

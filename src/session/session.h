@@ -1,41 +1,43 @@
-// Per-stream state: the vision tokens remembered from the frames seen so far (with a ledger of
-// where each came from) and the answering of questions over them, streamed token by token.
-// The model is shared and immutable; a Session belongs to one stream.
+// Per-stream state: a bounded memory of the vision tokens kept from the frames seen so far (with
+// a ledger of where each came from and the question-independent KV prefix), and the answering of
+// questions over snapshots of it, streamed token by token. The model is shared and immutable; a
+// Session belongs to one stream.
+//
+// Threading: one perception caller (encode_frame, add_frame, note_gap; frames in order) and any
+// number of answers at the same time, each on the snapshot it was given.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <atomic>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "config/config.h"
 #include "model/generate.h"
 #include "model/vlm.h"
 #include "prune/chain.h"
+#include "session/frame_memory.h"
 
 namespace mustdrop::session {
-
-// Where one remembered vision token came from (frame, grid position, merged size, frame span,
-// membership in S): the prune module's ledger entry.
-using LedgerEntry = prune::TokenInfo;
-
-// The vision tokens of one encoded frame.
-struct FrameTokens {
-  int64_t seq = 0;
-  double t_sec = 0;
-  model::Media media = model::Media::kVideo;  // kImage: a still image (the source's only picture)
-  at::Tensor tokens;                  // [n, text hidden] projected
-  std::vector<LedgerEntry> ledger;    // n entries
-  int64_t n_tower_tokens = 0;         // tokens out of the tower before any dropping
-  std::vector<int64_t> tokens_per_vision_layer;  // tokens each full ViT layer processed
-  std::vector<int64_t> cls_only_tokens;          // tokens of each CLS-row-only pass (S past the feature layer)
-  std::vector<prune::Growth> growths;  // earlier frames' tokens that absorbed tokens of this frame
-};
 
 // The memory entry of frame `seq` encoded as `frame`, its features projected to `tokens`.
 FrameTokens frame_tokens(prune::EncodedFrame frame, at::Tensor tokens, int64_t seq, double t_sec,
                          model::Media media = model::Media::kVideo);
+
+// The memory an answer used.
+struct MemoryUse {
+  uint64_t version = 0;  // the snapshot
+  int64_t n_frames = 0;
+  int64_t n_tokens = 0;
+  double t_first_sec = 0;
+  double t_last_sec = 0;
+  std::vector<Gap> gaps;
+  int64_t n_evicted_tokens = 0;  // evicted before this answer, since the session began
+};
 
 struct AnswerStats {
   std::string question;
@@ -43,6 +45,7 @@ struct AnswerStats {
   std::vector<int> ids;                 // generated token ids
   at::Tensor first_logits;              // [1, vocab] the prefill's last row (the first token's scores)
   at::Tensor final_positions;           // [n] RoPE positions of the tokens that reached the last LLM layer
+  MemoryUse memory;
   int64_t n_vision_tokens = 0;          // entering the LLM
   int64_t n_prompt_tokens = 0;
   std::vector<int64_t> vision_per_layer;  // vision tokens present in each LLM layer
@@ -50,11 +53,13 @@ struct AnswerStats {
   int64_t n_generated = 0;
   bool stopped_by_eos = false;
   bool interrupted = false;
+  bool used_prefix = false;             // the cached prefix served layers 0..prefix_layer
   double ttft_ms = 0;   // question in to first token out (prefill included)
   double prefill_ms = 0;
   double decode_ms_per_token = 0;
   int64_t kv_bytes_peak = 0;
-  double flops_prefill = 0;
+  double flops_prefill = 0;             // the prompt's prefill as the method runs it (cached rows counted)
+  double flops_prefill_saved = 0;       // of which the prefix cache computed earlier, once for every question
   double flops_decode = 0;
   double flops_prefill_unpruned = 0;
   double flops_decode_unpruned = 0;
@@ -67,35 +72,51 @@ using TextCallback = std::function<void(const std::string& piece)>;
 class Session {
  public:
   // `chain` (copied: its per-stream memory belongs to this session) drops tokens; none: keep all.
-  // Stages that can never act on `model` (layers past its depth) are logged as warnings.
-  explicit Session(const model::VisionLanguageModel& model, const prune::Chain* chain = nullptr);
+  // `memory` bounds what is kept. Stages that can never act on `model` (layers past its depth)
+  // are logged as warnings. ConfigError for a budget that leaves no room.
+  explicit Session(const model::VisionLanguageModel& model, const prune::Chain* chain = nullptr,
+                   const config::MemoryConfig& memory = {});
 
   // Encodes one frame ([1, 3, S, S]) through the tower for `media` with the chain's vision
-  // stages (frames must come in sequence order; one caller at a time). Features are not
-  // projected yet.
+  // stages (frames in sequence order; one perception caller). Features are not projected yet.
   prune::EncodedFrame encode_frame(const at::Tensor& pixels, int64_t seq, double t_sec,
                                    model::Media media = model::Media::kVideo);
-  // Remembers a frame's tokens (frames arrive in sequence order) and grows the earlier tokens
-  // that absorbed some of its tokens.
+  // Remembers a frame's tokens (FrameMemory::append); evicted tokens are forgotten by the vision
+  // stages before the next frame.
   void add_frame(FrameTokens frame);
-  const std::vector<FrameTokens>& frames() const { return frames_; }
-  int64_t n_vision_tokens() const;
-  // kImage when the memory holds one still image (asked about as an image), else kVideo.
-  model::Media media() const;
-  const prune::Chain& chain() const { return *chain_; }
-  const model::VisionLanguageModel& model() const { return model_; }
+  // Records a gap before the next frame (dropped frames, an outage).
+  void note_gap(Gap gap) { memory_->note_gap(std::move(gap)); }
 
-  // Answers `question` over every remembered token: prefill (with the chain's prefill stages),
-  // then generation streamed through `on_text` (with its decode stages). A memory that holds
-  // one still image is asked about as an image (Video-LLaVA: "<image>"), else as a video. `stop` (optional)
-  // ends generation early when it becomes true.
+  // The memory now (thread-safe).
+  std::shared_ptr<const MemorySnapshot> snapshot() const { return memory_->snapshot(); }
+  const FrameMemory& memory() const { return *memory_; }
+  const prune::Chain& chain() const { return *chain_; }
+  // Vision-stage records summed over the frames encoded so far (thread-safe copy).
+  std::vector<prune::StageRecord> vision_records() const;
+  const model::VisionLanguageModel& model() const { return model_; }
+  // Whether answers use the cached prefix.
+  bool prefix_cache() const { return prefix_cache_; }
+
+  // Answers `question` over `memory`: prefill (with the chain's prefill stages; layers
+  // 0..prefix_layer from the cached prefix when there is one and use_prefix is set), then
+  // generation streamed through `on_text` (with its decode stages). A memory that holds one still
+  // image is asked about as an image (Video-LLaVA: "<image>"), else as a video. `stop` (optional)
+  // ends generation early. Thread-safe. InputError on an empty memory.
+  AnswerStats answer(const MemorySnapshot& memory, const std::string& question, const model::GenerationOptions& options,
+                     const TextCallback& on_text, const std::atomic<bool>* stop = nullptr, bool use_prefix = true) const;
+  // The same over the current snapshot.
   AnswerStats answer(const std::string& question, const model::GenerationOptions& options, const TextCallback& on_text,
-                     const std::atomic<bool>* stop = nullptr) const;
+                     const std::atomic<bool>* stop = nullptr) const {
+    return answer(*snapshot(), question, options, on_text, stop);
+  }
 
  private:
   const model::VisionLanguageModel& model_;
   std::unique_ptr<prune::Chain> chain_;
-  std::vector<FrameTokens> frames_;
+  bool prefix_cache_;
+  std::unique_ptr<FrameMemory> memory_;
+  mutable std::mutex encoder_mu_;      // the chain's vision stages and their records
+  std::vector<int64_t> forget_;        // evicted ids the vision stages have not forgotten yet (under encoder_mu_)
 };
 
 }  // namespace mustdrop::session

@@ -33,6 +33,11 @@ class AsyncReader {
     source_->request_stop();
     queue_.close();
   }
+  // Stops reading and waits for the reader thread to end; source() may then be read.
+  void join() {
+    stop();
+    if (thread_.joinable()) thread_.join();
+  }
   // Frames the sampler has taken so far.
   int64_t n_sampled() const { return queue_.n_pushed(); }
   const Source& source() const { return *source_; }

@@ -18,6 +18,7 @@ Frame Frame::clone() const {
   out.index = index;
   out.rotation_deg = rotation_deg;
   out.still_image = still_image;
+  out.after_outage = after_outage;
   return out;
 }
 

@@ -26,6 +26,7 @@ struct Frame {
   int64_t index = 0;     // 0-based index among decoded frames of the source
   int rotation_deg = 0;  // clockwise rotation that makes the picture upright (0, 90, 180, 270)
   bool still_image = false;  // the source holds this one picture only (an image, not a video)
+  bool after_outage = false; // live: the first frame after the source was lost and reconnected
 
   // A new reference to the same picture (no pixel copy); throws InternalError if libav fails.
   Frame clone() const;

@@ -43,6 +43,7 @@ class LiveSource : public Source {
           if (stop_requested()) return std::nullopt;
           throw StreamError(info_.url + ": the stream ended");
         }
+        const bool after_outage = !conn_first_pts_ && next_index_ > 0;
         if (!conn_first_pts_) conn_first_pts_ = pts;
         Frame frame;
         frame.image = std::move(image);
@@ -56,6 +57,7 @@ class LiveSource : public Source {
           conn_first_pts_ = pts;
         }
         frame.index = next_index_++;
+        frame.after_outage = after_outage;
         frame.rotation_deg = info_.rotation_deg;
         last_t_ = frame.t_sec;
         return frame;

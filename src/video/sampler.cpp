@@ -148,9 +148,14 @@ class PeriodicSampler : public Sampler {
         started_ = true;
         next_t_ = f->t_sec;
       }
-      if (f->t_sec + tol < next_t_) continue;
+      if (f->t_sec + tol < next_t_) {
+        outage_pending_ = outage_pending_ || f->after_outage;  // the next frame taken reports it
+        continue;
+      }
       // Next slot: the first multiple of the period after this frame (gaps skip slots).
       next_t_ += period_ * (std::floor((f->t_sec + tol - next_t_) / period_) + 1.0);
+      f->after_outage = f->after_outage || outage_pending_;
+      outage_pending_ = false;
       ++n_sampled_;
       return f;
     }
@@ -162,6 +167,7 @@ class PeriodicSampler : public Sampler {
   double period_;
   int limit_;
   bool started_ = false;
+  bool outage_pending_ = false;  // a skipped frame came after an outage
   double next_t_ = 0;
   int64_t n_sampled_ = 0;
 };

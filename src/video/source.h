@@ -53,4 +53,8 @@ InputKind classify_input(const std::string& input);
 // is missing, not a video, has no video stream, or (live) cannot connect in time.
 std::unique_ptr<Source> open_source(const std::string& input, const config::VideoConfig& config);
 
+// Decoded `frames` kept in memory as a source (benchmarks, tests): given `repeats` times in a row,
+// times continuing. InputError when `frames` is empty.
+std::unique_ptr<Source> make_frame_list_source(std::vector<Frame> frames, StreamInfo info, int repeats = 1);
+
 }  // namespace mustdrop::video

@@ -15,6 +15,13 @@ Needs Lsm::needs(int) const { return acting_after({o_.layer}); }
 
 void Lsm::reset() { memory_ = Memory{}; }
 
+void Lsm::forget(const std::vector<int64_t>& ids) {
+  std::unordered_set<int64_t> gone(ids.begin(), ids.end());
+  for (int64_t& id : memory_.anchor_id) {
+    if (id >= 0 && gone.count(id)) id = -1;  // an evicted token stands for no cell any more
+  }
+}
+
 void Lsm::frame_done(const std::vector<TokenInfo>& tokens) {
   // A later stage of the same frame may have merged or dropped an anchor: forget those cells.
   if (memory_.anchor_id.empty() || tokens.empty()) return;

@@ -34,6 +34,7 @@ class Lsm : public TokenPruner {
   std::unique_ptr<TokenPruner> clone() const override { return std::make_unique<Lsm>(*this); }
   void reset() override;
   void frame_done(const std::vector<TokenInfo>& tokens) override;
+  void forget(const std::vector<int64_t>& ids) override;
 
  private:
   config::LsmOptions o_;

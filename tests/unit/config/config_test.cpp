@@ -101,6 +101,12 @@ Config non_default_config() {
   c.generation.temperature = 0.7;
   c.generation.top_p = 0.95;
   c.generation.seed = 2147483647;
+  c.memory.max_tokens = 3000;
+  c.memory.max_mb = 512.5;
+  c.memory.evict_to = 0.75;
+  c.memory.prefix_cache = false;
+  c.memory.position_reserve = 1024;
+  c.threads.answers = 2;
   c.threads.total = 3;
   c.threads.torch_intra_op = 1;
   c.threads.frames_in_flight = 4096;
@@ -189,7 +195,7 @@ TEST(KeyPaths, AreDottedLeavesWithoutDuplicates) {
   std::vector<std::string> paths = key_paths();
   ASSERT_FALSE(paths.empty());
   EXPECT_EQ(paths.front(), "log_level");
-  EXPECT_EQ(paths.back(), "threads.frames_in_flight");
+  EXPECT_EQ(paths.back(), "threads.answers");
   EXPECT_EQ(std::set<std::string>(paths.begin(), paths.end()).size(), paths.size());
   auto pos = [&](const std::string& p) { return std::find(paths.begin(), paths.end(), p) - paths.begin(); };
   EXPECT_LT(pos("video.sampler.kind"), pos("video.sampler.frames"));
@@ -251,7 +257,7 @@ TEST(LoadErrors, UnknownKeyNamesPathValidKeysAndSuggestion) {
 TEST(LoadErrors, UnknownTopLevelKey) {
   std::string m = load_error("log_level: info\nworkers: 4\n");
   EXPECT_STARTS_WITH(m, "t.yaml:2:1: unknown key 'workers'");
-  EXPECT_CONTAINS(m, "log_level, video, model, generation, threads");
+  EXPECT_CONTAINS(m, "log_level, video, model, generation, memory, threads");
 }
 
 TEST(LoadErrors, UnknownDeepKey) {
