@@ -30,23 +30,6 @@ using nlohmann::json;
 
 constexpr size_t kMatchTokens = 16;  // answers are compared on their first 16 tokens
 
-// The sampled frames, decoded once and fed to every run (the lanes preprocess them again).
-struct Sampled {
-  std::vector<video::Frame> frames;
-  video::StreamInfo info;
-};
-
-Sampled sample_frames(const std::string& video, const config::Config& config, const model::VisionLanguageModel& model) {
-  std::unique_ptr<video::Source> source = video::open_source(video, config.video);
-  std::unique_ptr<video::Sampler> sampler = video::make_sampler(
-      config.video.sampler, model.video_frames() > 0 ? video::ShortClip::kRepeat : video::ShortClip::kDistinct);
-  Sampled s;
-  s.info = source->info();
-  while (std::optional<video::Frame> f = sampler->next(*source)) s.frames.push_back(std::move(*f));
-  if (s.frames.empty()) throw InputError(video + ": no frame could be decoded");
-  return s;
-}
-
 // One pipeline's measurements (one repeat).
 struct Measure {
   Accounting acc;
@@ -87,13 +70,10 @@ Measure measure_once(pipeline::Runtime& runtime, const model::VisionLanguageMode
   config::MemoryConfig cold;
   cold.prefix_cache = false;
   session::Session s(model, &chain, cold);
-  std::vector<video::Frame> copies;
-  for (const auto& f : frames.frames) copies.push_back(f.clone());
   pipeline::SourceOptions every;
   every.every_frame = true;
   auto t0 = Clock::now();
-  std::shared_ptr<pipeline::SourceRun> run =
-      runtime.add_source(video::make_frame_list_source(std::move(copies), frames.info), s, every);
+  std::shared_ptr<pipeline::SourceRun> run = runtime.add_source(replay(frames), s, every);
   run->wait();
   if (run->error()) std::rethrow_exception(run->error());
   m.vit_ms = ms_since(t0);

@@ -60,6 +60,22 @@ struct BenchArgs {
 // `mustdrop bench`: pipelines side by side on the same frames and question (markdown table).
 int run_bench(const BenchArgs& args, config::Config config);
 
+struct BenchSessionArgs {
+  ModelArgs model;
+  std::string video;
+  std::string question = "What is happening in this video?";
+  std::vector<std::string> pipelines;  // pipeline YAML paths
+  int frames = -1;                     // frames in the warm memory (-1 = from config)
+  int max_new_tokens = 8;
+  int stream_frames = 120;             // frames fed to the budgeted memory
+  int budget_tokens = 1024;            // memory.max_tokens for the stream
+  std::string json_path;
+};
+
+// `mustdrop bench session`: warm vs cold time to first token, one more frame vs re-prefilling,
+// memory over a stream many times the budget.
+int run_bench_session(const BenchSessionArgs& args, config::Config config);
+
 struct BenchIngestArgs {
   std::string input;      // "" = generate a 1080p30 H.264 clip
   double seconds = 20.0;  // length of the generated clip

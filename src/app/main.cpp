@@ -108,6 +108,24 @@ int run(int argc, char** argv) {
   ingest_cmd->add_option("--size", ingest.size, "side of the preprocessed square")->check(CLI::Range(8, 8192));
   ingest_cmd->add_option("--work-dir", ingest.work_dir, "where to write the generated clip (default: a temp dir)");
 
+  BenchSessionArgs bsession;
+  CLI::App* session_cmd = bench_cmd->add_subcommand(
+      "session", "long-running sessions: warm vs cold time to first token, one more frame vs re-prefilling, "
+                 "memory over a stream many times the budget");
+  add_model_options(session_cmd, bsession.model, "");
+  session_cmd->add_option("--video", bsession.video, "video to sample the frames from")->required();
+  session_cmd->add_option("--question,-q", bsession.question, "the question asked on warm and cold sessions");
+  session_cmd->add_option("--pipelines", bsession.pipelines, "pipeline YAMLs, comma-separated")->delimiter(',')->required();
+  session_cmd->add_option("--frames", bsession.frames, "frames in the warm memory (default: video.sampler.frames)")
+      ->check(CLI::Range(1, 100000));
+  session_cmd->add_option("--max-new-tokens", bsession.max_new_tokens, "tokens per answer (default 8)")
+      ->check(CLI::Range(1, 100000));
+  session_cmd->add_option("--stream-frames", bsession.stream_frames, "frames fed to the budgeted memory (default 120)")
+      ->check(CLI::Range(1, 10000000));
+  session_cmd->add_option("--budget-tokens", bsession.budget_tokens, "memory budget of the stream, tokens (default 1024)")
+      ->check(CLI::Range(1, 100000000));
+  session_cmd->add_option("--json", bsession.json_path, "also write the rows as JSON here");
+
   CLI::App* config_cmd = cli.add_subcommand("config", "print the effective configuration as YAML");
 
   try {
@@ -122,6 +140,7 @@ int run(int argc, char** argv) {
   if (*probe_cmd) return run_probe(probe, config);
   if (*run_cmd) return run_run(run, config);
   if (*ingest_cmd) return run_bench_ingest(ingest, config);
+  if (*session_cmd) return run_bench_session(bsession, config);
   if (*bench_cmd) {
     if (bench.video.empty() || bench.question.empty()) throw ConfigError("bench: give --video and --question");
     return run_bench(bench, config);

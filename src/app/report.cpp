@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "model/flops.h"
 #include "model/presets.h"
+#include "video/sampler.h"
 
 namespace mustdrop::app {
 
@@ -31,6 +32,32 @@ std::unique_ptr<model::VisionLanguageModel> load_model(const ModelArgs& args, co
   if (args.preset.empty()) return model::VisionLanguageModel::load(source, load);
   return model::VisionLanguageModel::random(model::preset_config(args.preset, args.llm_layers, args.vision_layers), 1,
                                             load);
+}
+
+Sampled sample_frames(const std::string& video, const config::Config& config, const model::VisionLanguageModel& model) {
+  std::unique_ptr<video::Source> source = video::open_source(video, config.video);
+  std::unique_ptr<video::Sampler> sampler = video::make_sampler(
+      config.video.sampler, model.video_frames() > 0 ? video::ShortClip::kRepeat : video::ShortClip::kDistinct);
+  Sampled s;
+  s.info = source->info();
+  while (std::optional<video::Frame> f = sampler->next(*source)) s.frames.push_back(std::move(*f));
+  if (s.frames.empty()) throw InputError(video + ": no frame could be decoded");
+  return s;
+}
+
+std::unique_ptr<video::Source> replay(const Sampled& frames, int repeats) {
+  std::vector<video::Frame> copies;
+  for (const auto& f : frames.frames) copies.push_back(f.clone());
+  return video::make_frame_list_source(std::move(copies), frames.info, repeats);
+}
+
+model::GenerationOptions generation_options(const config::Config& config) {
+  model::GenerationOptions g;
+  g.max_new_tokens = config.generation.max_new_tokens;
+  g.temperature = config.generation.temperature;
+  g.top_p = config.generation.top_p;
+  g.seed = static_cast<uint64_t>(config.generation.seed);
+  return g;
 }
 
 void write_report(const std::string& path, const json& j) {

@@ -11,6 +11,7 @@
 #include "app/commands.h"
 #include "model/vlm.h"
 #include "session/session.h"
+#include "video/source.h"
 
 namespace mustdrop::app {
 
@@ -21,6 +22,18 @@ std::string model_source(const ModelArgs& args, const config::Config& config, co
 // Loads the directory, or builds the preset (shapes with random weights, optionally fewer layers).
 std::unique_ptr<model::VisionLanguageModel> load_model(const ModelArgs& args, const std::string& source,
                                                        const config::Config& config);
+// Frames sampled once from a video and kept decoded, to feed several sessions the same frames.
+struct Sampled {
+  std::vector<video::Frame> frames;
+  video::StreamInfo info;
+};
+// Samples `video` as `config` says, the short-clip rule of `model`. InputError when no frame decodes.
+Sampled sample_frames(const std::string& video, const config::Config& config, const model::VisionLanguageModel& model);
+// A source giving `frames` (clones) `repeats` times in a row, times continuing.
+std::unique_ptr<video::Source> replay(const Sampled& frames, int repeats = 1);
+// Generation options from the config.
+model::GenerationOptions generation_options(const config::Config& config);
+
 // Writes `j` to `path` through a temporary file, so a reader never sees half a report.
 void write_report(const std::string& path, const nlohmann::json& j);
 

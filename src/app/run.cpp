@@ -45,11 +45,7 @@ int run_run(const RunArgs& args, config::Config config) {
   std::shared_ptr<pipeline::SourceRun> perceiving = runtime.add_source(std::move(source), session, source_options);
   pipeline::PerceptionStats perception = perceiving->wait();
   std::exception_ptr err = perceiving->error();
-  model::GenerationOptions generation;
-  generation.max_new_tokens = config.generation.max_new_tokens;
-  generation.temperature = config.generation.temperature;
-  generation.top_p = config.generation.top_p;
-  generation.seed = static_cast<uint64_t>(config.generation.seed);
+  model::GenerationOptions generation = generation_options(config);
   std::vector<session::AnswerStats> answers;
   if (!err && !runtime.stopped() && perception.n_frames_encoded > 0) {
     for (const auto& q : args.questions) {

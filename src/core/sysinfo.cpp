@@ -7,13 +7,22 @@
 
 namespace mustdrop {
 
-int64_t peak_rss_bytes() {
+namespace {
+
+// A "Name:   1234 kB" line of /proc/self/status in bytes, or -1.
+int64_t status_kb(const char* name) {
   std::ifstream in("/proc/self/status");
+  const std::string key = name;
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;  // "VmHWM:   1234 kB"
+    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;
   }
   return -1;
 }
+
+}  // namespace
+
+int64_t peak_rss_bytes() { return status_kb("VmHWM:"); }
+int64_t rss_bytes() { return status_kb("VmRSS:"); }
 
 void tune_allocator() {
   mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);  // the largest value glibc accepts

@@ -7,6 +7,8 @@ namespace mustdrop {
 
 // Peak resident set size of this process in bytes (VmHWM), or -1 where /proc is unavailable.
 int64_t peak_rss_bytes();
+// Resident set size of this process now in bytes (VmRSS), or -1 where /proc is unavailable.
+int64_t rss_bytes();
 // Resets the peak to the current resident size (Linux /proc/self/clear_refs), so the next
 // peak_rss_bytes() measures one phase; false where the kernel does not allow it.
 bool reset_peak_rss();

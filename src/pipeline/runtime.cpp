@@ -7,6 +7,7 @@
 #include <oneapi/tbb/enumerable_thread_specific.h>
 #include <oneapi/tbb/flow_graph.h>
 #include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/task_arena.h>
 #include <oneapi/tbb/task_group.h>
 #include <oneapi/tbb/task_scheduler_observer.h>
 
@@ -32,7 +33,9 @@ using Clock = std::chrono::steady_clock;
 // Sets LibTorch's intra-op threads once on every oneTBB worker that joins the arena.
 class TorchThreadObserver : public tbb::task_scheduler_observer {
  public:
-  explicit TorchThreadObserver(int threads) : threads_(threads) { observe(true); }
+  TorchThreadObserver(tbb::task_arena& arena, int threads) : tbb::task_scheduler_observer(arena), threads_(threads) {
+    observe(true);
+  }
   ~TorchThreadObserver() override { observe(false); }
   void on_scheduler_entry(bool) override {
     thread_local int set_to = -1;
@@ -87,13 +90,17 @@ struct AnswerJob {
 }  // namespace
 
 struct Runtime::Impl {
+  // The arena has `total` worker slots and none kept for callers: the threads that feed the graph
+  // and wait for answers never run its tasks, so every slot works. The graph is built inside it.
   Impl(Runtime& rt, const config::ThreadsConfig& threads)
-      : owner(rt), control(tbb::global_control::max_allowed_parallelism, static_cast<size_t>(rt.plan_.total)),
-        observer(rt.plan_.torch), graph(context),
-        answer(graph, static_cast<size_t>(std::max(1, threads.answers)), [this](const AnswerJob& job) {
+      : owner(rt), control(tbb::global_control::max_allowed_parallelism, static_cast<size_t>(rt.plan_.total) + 1),
+        arena(rt.plan_.total, 0), observer(arena, rt.plan_.torch) {
+    arena.execute([&] { graph = std::make_unique<flow::graph>(context); });
+    answer = std::make_unique<flow::function_node<AnswerJob, flow::continue_msg>>(
+        *graph, static_cast<size_t>(std::max(1, threads.answers)), [this](const AnswerJob& job) {
           run_answer(job);
           return flow::continue_msg();
-        }) {
+        });
     at::set_num_threads(rt.plan_.torch);
   }
 
@@ -127,10 +134,11 @@ struct Runtime::Impl {
 
   Runtime& owner;
   tbb::global_control control;
+  tbb::task_arena arena;
   TorchThreadObserver observer;
   tbb::task_group_context context;
-  flow::graph graph;
-  flow::function_node<AnswerJob, flow::continue_msg> answer;
+  std::unique_ptr<flow::graph> graph;
+  std::unique_ptr<flow::function_node<AnswerJob, flow::continue_msg>> answer;
   std::mutex mu;  // lanes, runs, timing
   std::list<std::unique_ptr<Lane>> lanes;
   std::vector<std::weak_ptr<SourceRun>> runs;
@@ -396,7 +404,7 @@ Lane& Runtime::Impl::take_lane() {
       return *lane;
     }
   }
-  lanes.push_back(std::make_unique<Lane>(graph));
+  lanes.push_back(std::make_unique<Lane>(*graph));
   lanes.back()->busy = true;
   return *lanes.back();
 }
@@ -444,7 +452,7 @@ Runtime::~Runtime() {
     }
   }
   for (auto& r : alive) r->wait();
-  impl_->graph.wait_for_all();
+  impl_->arena.execute([&] { impl_->graph->wait_for_all(); });
 }
 
 std::shared_ptr<SourceRun> Runtime::add_source(std::unique_ptr<video::Source> source, session::Session& session,
@@ -467,7 +475,7 @@ std::future<session::AnswerStats> Runtime::ask(const session::Session& session, 
   job.ask = std::move(ask);
   job.done = std::make_shared<std::promise<session::AnswerStats>>();
   std::future<session::AnswerStats> f = job.done->get_future();
-  impl_->answer.try_put(std::move(job));
+  impl_->answer->try_put(std::move(job));
   return f;
 }
 

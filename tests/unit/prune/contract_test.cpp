@@ -250,22 +250,45 @@ TEST_P(Contract, IsDeterministic) {
 }
 
 TEST_P(Contract, CloneIsIndependentOfTheOriginal) {
+  // Through real answers, so prefill and decode stages run too: a session's copy of a chain must
+  // answer exactly like a fresh chain while the original is used elsewhere in between.
   const std::string name = GetParam();
   c10::InferenceMode guard;
   const model::VisionLanguageModel& m = tiny();
   auto original = chain_for(name, cases().at(name).budget_yaml, false);
   auto fresh = chain_for(name, cases().at(name).budget_yaml, false);
-  original->encode_frame(m, frame(0), 0, 0.0);
-  fresh->encode_frame(m, frame(0), 0, 0.0);
-  Chain copy(*original);
-  // The original goes on with a frame the copy never sees...
-  original->encode_frame(m, frame(5), 1, 0.5);
-  // ...and the copy must still behave like a chain that saw only frame 0.
-  prune::EncodedFrame a = copy.encode_frame(m, frame(1), 1, 0.5);
-  prune::EncodedFrame b = fresh->encode_frame(m, frame(1), 1, 0.5);
-  ASSERT_EQ(a.ledger.size(), b.ledger.size());
-  EXPECT_TRUE(at::equal(a.features, b.features));
-  EXPECT_EQ(a.growths.size(), b.growths.size());
+  model::GenerationOptions g;
+  g.max_new_tokens = 8;
+  auto add = [&](session::Session& s, int variant, int seq) {
+    prune::EncodedFrame f = s.encode_frame(frame(variant), seq, 0.5 * seq);
+    at::Tensor tokens = m.project(f.features);
+    s.add_frame(session::frame_tokens(std::move(f), tokens, seq, 0.5 * seq));
+  };
+  session::Session copy(m, original.get());
+  add(copy, 0, 0);
+  {
+    // The original goes on with other frames and another question...
+    session::Session other(m, original.get());
+    add(other, 5, 0);
+    add(other, 4, 1);
+    other.answer("What else is there?", g, nullptr);
+  }
+  add(copy, 1, 1);
+  session::AnswerStats a = copy.answer(kQuestion, g, nullptr);
+  // ...and the copy still answers like a chain that saw only its own frames.
+  session::Session reference(m, fresh.get());
+  add(reference, 0, 0);
+  add(reference, 1, 1);
+  session::AnswerStats b = reference.answer(kQuestion, g, nullptr);
+  EXPECT_EQ(a.ids, b.ids);
+  EXPECT_TRUE(at::equal(a.first_logits, b.first_logits));
+  EXPECT_EQ(a.vision_per_layer, b.vision_per_layer);
+  EXPECT_EQ(a.n_vision_kv_after_decode, b.n_vision_kv_after_decode);
+  // The pruner acted in this answer (vision stages in the tower, the others in the answer).
+  std::vector<prune::StageRecord> records = copy.vision_records();
+  records.insert(records.end(), a.stages.begin(), a.stages.end());
+  EXPECT_TRUE(std::any_of(records.begin(), records.end(), [&](const auto& r) { return r.name == name && r.calls > 0; }))
+      << name << " never acted in the answer";
 }
 
 TEST_P(Contract, KeepAllSettingsEqualNone) {

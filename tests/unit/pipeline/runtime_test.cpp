@@ -1,0 +1,151 @@
+// The runtime: questions answered while frames flow (the frame counters move during an answer),
+// two sessions answering at once, sources added while others run. Labelled `concurrency`: the
+// ThreadSanitizer build (MUSTDROP_SANITIZE_THREAD) runs these.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "core/sysinfo.h"
+#include "model/presets.h"
+#include "pipeline/runtime.h"
+#include "support/test_support.h"
+#include "video/source.h"
+
+namespace mustdrop::pipeline {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const model::VisionLanguageModel& tiny() {
+  static std::unique_ptr<model::VisionLanguageModel> m = [] {
+    tune_allocator();
+    return model::VisionLanguageModel::random(model::preset_config("tiny-llava", 2, 2), 9);
+  }();
+  return *m;
+}
+
+// Decoded frames of a generated clip, kept in memory.
+struct Clip {
+  std::vector<video::Frame> frames;
+  video::StreamInfo info;
+};
+
+const Clip& clip() {
+  static Clip c = [] {
+    Clip out;
+    std::string path = test::make_sample_clip("runtime.mp4", 2);
+    auto source = video::open_source(path, config::VideoConfig{});
+    out.info = source->info();
+    while (auto f = source->next()) out.frames.push_back(std::move(*f));
+    return out;
+  }();
+  return c;
+}
+
+std::unique_ptr<video::Source> looped(int repeats) {
+  std::vector<video::Frame> copies;
+  for (const auto& f : clip().frames) copies.push_back(f.clone());
+  return video::make_frame_list_source(std::move(copies), clip().info, repeats);
+}
+
+config::ThreadsConfig threads(int answers) {
+  config::ThreadsConfig t;
+  t.total = 2;
+  t.torch_intra_op = 1;  // no OpenMP teams: ThreadSanitizer cannot see into libgomp
+  t.answers = answers;
+  return t;
+}
+
+Ask question(const std::string& text, int tokens, std::function<void(const std::string&)> on_text = {}) {
+  Ask a;
+  a.question = text;
+  a.options.max_new_tokens = tokens;
+  a.on_text = std::move(on_text);
+  return a;
+}
+
+TEST(Runtime, QuestionsAreAnsweredWhileFramesFlow) {
+  Runtime rt(threads(1));
+  config::MemoryConfig memory;
+  memory.max_tokens = 1500;  // the stream is longer than the memory: evictions happen meanwhile
+  session::Session s(tiny(), nullptr, memory);
+  SourceOptions every;
+  every.every_frame = true;
+  std::shared_ptr<SourceRun> run = rt.add_source(looped(6), s, every);
+  // Wait for a first frame in memory, then ask while the rest keeps arriving.
+  while (s.snapshot()->frames.empty() && !run->wait_for(std::chrono::milliseconds(5))) {
+  }
+  int advanced = 0;
+  for (int q = 0; q < 5; ++q) {
+    int64_t before = run->stats().n_frames_encoded;
+    session::AnswerStats a = rt.ask(s, question("What happens now?", 96)).get();
+    int64_t after = run->stats().n_frames_encoded;
+    EXPECT_EQ(a.n_generated, 96);
+    EXPECT_GT(a.memory.n_tokens, 0);
+    advanced += after > before ? 1 : 0;
+  }
+  EXPECT_GT(advanced, 0) << "no frame was encoded while an answer ran";
+  PerceptionStats p = run->wait();
+  EXPECT_FALSE(run->error());
+  EXPECT_EQ(p.n_frames_encoded, 6 * static_cast<int64_t>(clip().frames.size()));
+  EXPECT_GT(s.snapshot()->n_evicted_tokens, 0);
+}
+
+TEST(Runtime, TwoSessionsAnswerAtTheSameTime) {
+  Runtime rt(threads(2));
+  config::MemoryConfig memory;
+  memory.max_tokens = 2000;
+  session::Session a(tiny(), nullptr, memory), b(tiny(), nullptr, memory);
+  SourceOptions every;
+  every.every_frame = true;
+  auto run_a = rt.add_source(looped(1), a, every);
+  auto run_b = rt.add_source(looped(1), b, every);  // two lanes at once
+  run_a->wait();
+  run_b->wait();
+  ASSERT_EQ(run_a->stats().n_frames_encoded, static_cast<int64_t>(clip().frames.size()));
+  ASSERT_EQ(run_b->stats().n_frames_encoded, static_cast<int64_t>(clip().frames.size()));
+  // Each answer records when its tokens came out; the two spans overlap.
+  std::mutex mu;
+  std::vector<Clock::time_point> span_a, span_b;
+  auto recorder = [&](std::vector<Clock::time_point>& span) {
+    return [&](const std::string&) {
+      std::lock_guard<std::mutex> lock(mu);
+      span.push_back(Clock::now());
+    };
+  };
+  auto fa = rt.ask(a, question("Describe the left side.", 48, recorder(span_a)));
+  auto fb = rt.ask(b, question("Describe the right side.", 48, recorder(span_b)));
+  session::AnswerStats ra = fa.get(), rb = fb.get();
+  ASSERT_EQ(span_a.size(), 48u);
+  ASSERT_EQ(span_b.size(), 48u);
+  EXPECT_TRUE(span_a.front() < span_b.back() && span_b.front() < span_a.back()) << "the answers ran one after the other";
+  // Running side by side changes nothing: the same answers as one at a time.
+  model::GenerationOptions g;
+  g.max_new_tokens = 48;
+  EXPECT_EQ(ra.ids, a.answer("Describe the left side.", g, nullptr).ids);
+  EXPECT_EQ(rb.ids, b.answer("Describe the right side.", g, nullptr).ids);
+}
+
+TEST(Runtime, AStoppedSourceEndsAndItsLaneServesTheNext) {
+  Runtime rt(threads(1));
+  config::MemoryConfig memory;
+  memory.max_tokens = 2000;
+  session::Session s(tiny(), nullptr, memory), t(tiny(), nullptr, memory);
+  SourceOptions every;
+  every.every_frame = true;
+  auto endless = rt.add_source(looped(1000), s, every);
+  while (endless->stats().n_frames_encoded < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  endless->stop();
+  PerceptionStats p = endless->wait();
+  EXPECT_LT(p.n_frames_encoded, 1000 * static_cast<int64_t>(clip().frames.size()));
+  auto next = rt.add_source(looped(1), t, every);
+  EXPECT_EQ(next->wait().n_frames_encoded, static_cast<int64_t>(clip().frames.size()));
+  EXPECT_EQ(t.snapshot()->frames.back()->seq, static_cast<int64_t>(clip().frames.size()) - 1);
+}
+
+}  // namespace
+}  // namespace mustdrop::pipeline
