@@ -75,6 +75,7 @@ struct Lane {
   flow::sequencer_node<FrameMsg> sequencer;
   flow::function_node<FrameMsg, FrameMsg> encoder;
   flow::function_node<FrameMsg, FrameMsg> projector;
+  flow::sequencer_node<FrameMsg> in_order;  // oneTBB may pass a quick message past a slow one between nodes
   flow::function_node<FrameMsg, flow::continue_msg> memory;
   std::atomic<int64_t> next_seq{0};  // used by one feeder at a time
   bool busy = false;     // under Runtime::Impl::mu
@@ -372,6 +373,7 @@ Lane::Lane(flow::graph& g)
                   }
                   return m;
                 }),
+      in_order(g, [](const FrameMsg& m) { return static_cast<size_t>(m.lane_seq); }),
       memory(g, flow::serial, [](FrameMsg m) {
         Run* run = m.run;
         if (m.eos) {
@@ -391,7 +393,8 @@ Lane::Lane(flow::graph& g)
   flow::make_edge(preprocess, sequencer);
   flow::make_edge(sequencer, encoder);
   flow::make_edge(encoder, projector);
-  flow::make_edge(projector, memory);
+  flow::make_edge(projector, in_order);
+  flow::make_edge(in_order, memory);
 }
 
 }  // namespace

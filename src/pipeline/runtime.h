@@ -2,7 +2,7 @@
 // graph that lives as long as the object. Two kinds of branches share it:
 //   perception, one lane per source:  reader thread (libav, sampling) -> feeder thread (bounded
 //     frames in flight) -> preprocess (parallel) -> sequencer -> vision encoder (serial) ->
-//     projector (serial) -> session memory (serial)
+//     projector (serial) -> sequencer -> session memory (serial)
 //   answering: a queue of questions -> answer (threads.answers at once; streams text through a
 //     callback) on the memory snapshot current when the question was asked
 // Sources are added and removed while the graph runs (lanes are pooled and reused); questions

@@ -146,6 +146,22 @@ TEST(Run, OptionsAfterTheSubcommandWork) {
   EXPECT_EQ(read_json(report)["n_frames_sampled"], 3);
 }
 
+TEST(Run, AMemoryBudgetBoundsWhatTheAnswersSee) {
+  json j = run_on(clip(), "tiny-llava", "budget", {"--frames", "8", "--set", "memory.max_tokens=1500"});
+  const json& m = j["memory"];
+  EXPECT_LE(m["n_tokens"].get<int64_t>(), 1500);
+  EXPECT_EQ(m["token_capacity"], 1500);
+  EXPECT_GT(m["n_evicted_tokens"].get<int64_t>(), 8 * 576 - 1500 - 1);
+  EXPECT_GT(m["n_evictions"].get<int64_t>(), 0);
+  EXPECT_LE(m["bytes"].get<int64_t>(), m["bytes_per_token"].get<int64_t>() * 1500 + 1000000);
+  const json& used = j["answers"][0]["memory"];
+  EXPECT_EQ(used["n_tokens"], m["n_tokens"]);
+  EXPECT_TRUE(used["used_prefix"].get<bool>());
+  // The span starts after the oldest frames left the memory.
+  EXPECT_GT(used["span_sec"][0].get<double>(), 0.0);
+  EXPECT_LE(used["span_sec"][0].get<double>(), used["span_sec"][1].get<double>());
+}
+
 TEST(Run, SigintStopsCleanlyAndKeepsAValidReport) {
   std::string report = temp_dir() + "/interrupted.json";
   Child run({mustdrop_binary(), "run", clip(), "--model", tiny_model(), "-q", "Tell me everything.", "--frames", "1",

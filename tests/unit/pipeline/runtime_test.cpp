@@ -1,6 +1,5 @@
 // The runtime: questions answered while frames flow (the frame counters move during an answer),
-// two sessions answering at once, sources added while others run. Labelled `concurrency`: the
-// ThreadSanitizer build (MUSTDROP_SANITIZE_THREAD) runs these.
+// two sessions answering at once, sources added while others run.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -55,9 +54,21 @@ std::unique_ptr<video::Source> looped(int repeats) {
 config::ThreadsConfig threads(int answers) {
   config::ThreadsConfig t;
   t.total = 2;
-  t.torch_intra_op = 1;  // no OpenMP teams: ThreadSanitizer cannot see into libgomp
+  t.torch_intra_op = 1;  // one worker's LibTorch never takes the other worker's core
   t.answers = answers;
   return t;
+}
+
+config::MemoryConfig budget(int tokens) {
+  config::MemoryConfig m;
+  m.max_tokens = tokens;
+  return m;
+}
+
+SourceOptions every_frame() {
+  SourceOptions o;
+  o.every_frame = true;
+  return o;
 }
 
 Ask question(const std::string& text, int tokens, std::function<void(const std::string&)> on_text = {}) {
@@ -70,12 +81,8 @@ Ask question(const std::string& text, int tokens, std::function<void(const std::
 
 TEST(Runtime, QuestionsAreAnsweredWhileFramesFlow) {
   Runtime rt(threads(1));
-  config::MemoryConfig memory;
-  memory.max_tokens = 1500;  // the stream is longer than the memory: evictions happen meanwhile
-  session::Session s(tiny(), nullptr, memory);
-  SourceOptions every;
-  every.every_frame = true;
-  std::shared_ptr<SourceRun> run = rt.add_source(looped(6), s, every);
+  session::Session s(tiny(), nullptr, budget(1500));  // the stream is longer: evictions happen meanwhile
+  std::shared_ptr<SourceRun> run = rt.add_source(looped(6), s, every_frame());
   // Wait for a first frame in memory, then ask while the rest keeps arriving.
   while (s.snapshot()->frames.empty() && !run->wait_for(std::chrono::milliseconds(5))) {
   }
@@ -97,13 +104,9 @@ TEST(Runtime, QuestionsAreAnsweredWhileFramesFlow) {
 
 TEST(Runtime, TwoSessionsAnswerAtTheSameTime) {
   Runtime rt(threads(2));
-  config::MemoryConfig memory;
-  memory.max_tokens = 2000;
-  session::Session a(tiny(), nullptr, memory), b(tiny(), nullptr, memory);
-  SourceOptions every;
-  every.every_frame = true;
-  auto run_a = rt.add_source(looped(1), a, every);
-  auto run_b = rt.add_source(looped(1), b, every);  // two lanes at once
+  session::Session a(tiny(), nullptr, budget(2000)), b(tiny(), nullptr, budget(2000));
+  auto run_a = rt.add_source(looped(1), a, every_frame());
+  auto run_b = rt.add_source(looped(1), b, every_frame());  // two lanes at once
   run_a->wait();
   run_b->wait();
   ASSERT_EQ(run_a->stats().n_frames_encoded, static_cast<int64_t>(clip().frames.size()));
@@ -132,17 +135,13 @@ TEST(Runtime, TwoSessionsAnswerAtTheSameTime) {
 
 TEST(Runtime, AStoppedSourceEndsAndItsLaneServesTheNext) {
   Runtime rt(threads(1));
-  config::MemoryConfig memory;
-  memory.max_tokens = 2000;
-  session::Session s(tiny(), nullptr, memory), t(tiny(), nullptr, memory);
-  SourceOptions every;
-  every.every_frame = true;
-  auto endless = rt.add_source(looped(1000), s, every);
+  session::Session s(tiny(), nullptr, budget(2000)), t(tiny(), nullptr, budget(2000));
+  auto endless = rt.add_source(looped(1000), s, every_frame());
   while (endless->stats().n_frames_encoded < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   endless->stop();
   PerceptionStats p = endless->wait();
   EXPECT_LT(p.n_frames_encoded, 1000 * static_cast<int64_t>(clip().frames.size()));
-  auto next = rt.add_source(looped(1), t, every);
+  auto next = rt.add_source(looped(1), t, every_frame());
   EXPECT_EQ(next->wait().n_frames_encoded, static_cast<int64_t>(clip().frames.size()));
   EXPECT_EQ(t.snapshot()->frames.back()->seq, static_cast<int64_t>(clip().frames.size()) - 1);
 }
