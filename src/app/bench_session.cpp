@@ -66,9 +66,9 @@ Row measure(pipeline::Runtime& rt, const model::VisionLanguageModel& model, cons
   {
     c10::InferenceMode guard;
     // Both on this thread, one after the other, so only the prefix differs.
-    session::AnswerStats cold = s.answer(*memory, args.question, gen, nullptr, nullptr, false);
-    s.answer(*memory, "What is in the picture?", gen, nullptr, nullptr, true);
-    session::AnswerStats warm = s.answer(*memory, args.question, gen, nullptr, nullptr, true);
+    session::AnswerStats cold = s.answer(*memory, args.question, gen, nullptr, {}, false);
+    s.answer(*memory, "What is in the picture?", gen, nullptr, {}, true);
+    session::AnswerStats warm = s.answer(*memory, args.question, gen, nullptr, {}, true);
     row.cold_ttft_ms = cold.ttft_ms;
     row.warm_ttft_ms = warm.ttft_ms;
     row.reprefill_ms = cold.prefill_ms;

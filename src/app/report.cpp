@@ -84,19 +84,14 @@ Accounting account(const session::MemorySnapshot& memory, const std::vector<prun
   const session::AnswerStats* answer = answers.empty() ? nullptr : &answers.front();
   Accounting a;
   a.n_vision_tokens_to_llm = memory.n_tokens;
-  double vision_full = 0;
-  std::vector<std::vector<int64_t>> per_frame;
+  // Tower tokens and FLOPs of every frame given to the memory, evicted ones included.
+  a.n_vision_tokens_in = memory.seen.n_tower_tokens;
+  a.flops_vision = memory.seen.vision_flops;
+  const double vision_full = memory.seen.vision_flops_unpruned;
+  std::vector<std::vector<int64_t>> per_frame;  // stage FLOPs: over the frames still in memory
   for (const auto& frame : memory.frames) {
-    const session::MemoryFrame& f = *frame;
-    a.n_vision_tokens_in += f.n_tower_tokens;
-    a.flops_vision += model::vision_flops(mc.vision, 1, f.tokens_per_vision_layer);
-    for (int64_t n : f.cls_only_tokens) a.flops_vision += model::cls_row_flops(mc.vision, n);
-    for (const auto& e : f.ledger) a.n_vision_tokens_in_s += e.in_s ? 1 : 0;
-    // Layer 0 always runs on every token: the no-dropping count of every layer.
-    std::vector<int64_t> full(f.tokens_per_vision_layer.size(),
-                              f.tokens_per_vision_layer.empty() ? 0 : f.tokens_per_vision_layer.front());
-    vision_full += model::vision_flops(mc.vision, 1, full);
-    per_frame.push_back(f.tokens_per_vision_layer);
+    for (const auto& e : frame->ledger) a.n_vision_tokens_in_s += e.in_s ? 1 : 0;
+    per_frame.push_back(frame->tokens_per_vision_layer);
   }
   a.flops_total = a.flops_vision;
   a.flops_unpruned = vision_full;

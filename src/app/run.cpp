@@ -62,6 +62,8 @@ int run_run(const RunArgs& args, config::Config config) {
         session::AnswerStats a = runtime.ask(session, std::move(ask)).get();
         a.question = q;
         answers.push_back(std::move(a));
+      } catch (const pipeline::Stopped&) {
+        // Ctrl-C came before this answer started: nothing to keep.
       } catch (...) {
         err = std::current_exception();
       }

@@ -167,7 +167,7 @@ struct MemoryConfig {
 // The thread budget, split so oneTBB workers and LibTorch's intra-op threads never oversubscribe.
 struct ThreadsConfig {
   int total = 0;             // cores to use; 0 = all hardware threads
-  int torch_intra_op = 0;    // LibTorch threads per model node; 0 = total (model nodes run one at a time)
+  int torch_intra_op = 0;    // LibTorch threads per model task (an encoder or an answer); 0 = total
   int frames_in_flight = 4;  // frames decoded but not yet encoded (limiter)
   int answers = 1;           // answers computed at once (over all sessions); more queue
 

@@ -231,9 +231,7 @@ LlmOutput LlamaModel::forward(const LlmForward& in) const {
 
 void LlamaModel::shift_positions(KvCache& cache, int first_layer, int last_layer, const at::Tensor& from,
                                  const at::Tensor& to) const {
-  if (config_.rope_scaling_type == "dynamic") {
-    throw ModelError("config.json: dynamic RoPE scaling: cached keys cannot be moved to other positions");
-  }
+  // Dynamic scaling changes the base only past max_position_embeddings, where no cached key lies.
   at::Tensor cos, sin;
   rope_tables(to - from, head_dim(), config_, 0, &cos, &sin);
   for (int l = first_layer; l <= last_layer; ++l) {

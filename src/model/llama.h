@@ -106,7 +106,7 @@ class LlamaModel {
   LlmOutput forward(const LlmForward& in) const;
   // Re-rotates the keys of layers first..last of `cache` from positions `from` to `to` ([length]
   // int64, one per entry): RoPE rotations compose, so each key becomes what its token gives at the
-  // new position. ModelError under dynamic RoPE scaling (its rotations do not compose).
+  // new position (exact within max_position_embeddings, also under dynamic scaling).
   void shift_positions(KvCache& cache, int first_layer, int last_layer, const at::Tensor& from,
                        const at::Tensor& to) const;
 

@@ -154,17 +154,14 @@ class Run : public SourceRun {
  public:
   Run(Runtime::Impl& rt, Lane& lane, std::unique_ptr<video::Source> source, session::Session& session,
       const SourceOptions& options)
-      : rt_(rt), lane_(lane), session_(session), options_(options), url_(source->info().url) {
+      : rt_(rt), lane_(lane), session_(session), options_(options), url_(source->info().url),
+        next_frame_(session.next_frame_seq()), t_offset_(session.next_frame_time()) {
     const model::VisionLanguageModel& model = session.model();
     pre_ = options.video.preprocess;
     pre_.size = model.image_size();  // the tower decides the input side
     std::unique_ptr<video::Sampler> sampler;
     if (options.every_frame) {
-      config::SamplerConfig every;
-      every.kind = "fps";
-      every.fps = 1000;
-      every.frames = 0;
-      sampler = video::make_sampler(every);
+      sampler = video::make_every_frame_sampler();
     } else {
       const video::ShortClip short_clip =
           model.video_frames() > 0 ? video::ShortClip::kRepeat : video::ShortClip::kDistinct;
@@ -209,6 +206,7 @@ class Run : public SourceRun {
 
   void stop() override {
     stop_.store(true);
+    std::lock_guard<std::mutex> lock(mu_);  // join() may be replacing reader_
     if (reader_) reader_->stop();
     cv_.notify_all();
   }
@@ -236,13 +234,13 @@ class Run : public SourceRun {
   // A message left the lane (memory node): frees a place in flight; the end-of-stream message
   // finishes the run and frees the lane.
   void left_lane(bool eos) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      --in_flight_;
-      if (eos) finished_ = true;
-    }
-    cv_.notify_all();
+    // The lane goes back first: once finished_ is set a waiter may destroy this run, so nothing of
+    // it is touched after the notification (made under the lock for the same reason).
     if (eos) rt_.release_lane(lane_);
+    std::lock_guard<std::mutex> lock(mu_);
+    --in_flight_;
+    if (eos) finished_ = true;
+    cv_.notify_all();
   }
 
  private:
@@ -262,18 +260,18 @@ class Run : public SourceRun {
         }
         if (!enter()) break;
         FrameMsg m;
-        m.lane_seq = lane_.next_seq++;
         m.run = this;
         m.seq = next_frame_++;
-        m.t_sec = f->t_sec;
+        m.t_sec = f->t_sec + t_offset_;
         m.media = f->still_image ? model::Media::kImage : model::Media::kVideo;
         m.t_before = t_prev;
         m.outage_before = f->after_outage;
         const int64_t dropped = reader_->n_dropped();
         m.dropped_before = dropped - dropped_seen;
         dropped_seen = dropped;
-        t_prev = f->t_sec;
+        t_prev = m.t_sec;
         m.frame = std::make_shared<video::Frame>(std::move(*f));
+        m.lane_seq = lane_.next_seq++;  // taken last: a number taken and never sent would stall the lane
         lane_.preprocess.try_put(std::move(m));
       }
       // A reader error not yet seen (e.g. the stream gave up reconnecting) is raised here.
@@ -331,7 +329,8 @@ class Run : public SourceRun {
   bool joined_ = false;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> n_encoded_{0};
-  int64_t next_frame_ = 0;
+  int64_t next_frame_;  // frame numbers and times continue those of earlier sources of the session
+  double t_offset_;
   std::exception_ptr error_;
   PerceptionStats final_;
 };
@@ -420,7 +419,11 @@ void Runtime::Impl::release_lane(Lane& lane) {
 void Runtime::Impl::run_answer(const AnswerJob& job) {
   std::exception_ptr error;
   session::AnswerStats result;
-  const std::atomic<bool>* stop = job.ask.stop ? job.ask.stop : &owner.stop_;
+  if (owner.stop_.load()) {  // queued before a stop: not started at all
+    job.done->set_exception(std::make_exception_ptr(Stopped("the runtime stopped before the answer started")));
+    return;
+  }
+  const session::StopFlags stop{&owner.stop_, job.ask.stop};
   bool ok = guarded("answer", &error, answer_error_mu, [&] {
     result = job.session->answer(*job.snapshot, job.ask.question, job.ask.options, job.ask.on_text, stop);
   });
@@ -492,6 +495,11 @@ void Runtime::stop() {
     }
   }
   for (auto& r : alive) r->stop();
+}
+
+size_t Runtime::n_lanes() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->lanes.size();
 }
 
 std::vector<NodeTiming> Runtime::timings() const {

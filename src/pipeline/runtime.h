@@ -16,6 +16,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -64,11 +65,16 @@ class SourceRun {
   virtual bool wait_for(std::chrono::milliseconds timeout) = 0;
   // Counters so far.
   virtual PerceptionStats stats() const = 0;
-  // Asks reading to stop soon; frames already sampled still reach the memory.
+  // Asks reading to stop soon; frames not yet encoded are dropped (wait() then returns soon).
   virtual void stop() = 0;
   // What ended the source with an error (a reader or a node), or nullptr.
   virtual std::exception_ptr error() const = 0;
   virtual const std::string& url() const = 0;
+};
+
+// What an answer's future holds when the runtime stopped before the answer started.
+struct Stopped : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 // A question for the answering branch.
@@ -76,14 +82,14 @@ struct Ask {
   std::string question;
   model::GenerationOptions options;
   session::TextCallback on_text;        // streamed pieces (called on a worker thread)
-  const std::atomic<bool>* stop = nullptr;
+  const std::atomic<bool>* stop = nullptr;  // ends this answer early (Runtime::stop() ends every answer)
 };
 
 class Runtime {
  public:
   // Sets the thread plan (oneTBB workers, LibTorch intra-op threads) for the object's lifetime.
   explicit Runtime(const config::ThreadsConfig& threads);
-  // Stops every source, cancels what is queued and waits for the graph.
+  // Stops every source, ends the answers running, fails the queued ones with Stopped, waits.
   ~Runtime();
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
@@ -94,13 +100,16 @@ class Runtime {
   std::shared_ptr<SourceRun> add_source(std::unique_ptr<video::Source> source, session::Session& session,
                                         const SourceOptions& options);
   // Queues a question about `session` on the answering branch, over its memory as it is now.
-  // The future holds the answer, or the exception the answer failed with.
+  // The future holds the answer, the exception the answer failed with, or Stopped when the
+  // runtime stopped before it started. `session` must outlive the answer.
   std::future<session::AnswerStats> ask(const session::Session& session, Ask ask);
   // Stops every source and every answer soon (thread-safe, e.g. from a signal watcher).
   void stop();
   bool stopped() const { return stop_.load(); }
   // Wall time per node kind, in graph order.
   std::vector<NodeTiming> timings() const;
+  // Perception lanes built so far (a lane serves one source at a time, then the next).
+  size_t n_lanes() const;
 
   struct Impl;  // the graph and its nodes (runtime.cpp)
 

@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <tuple>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "model/flops.h"
 
 namespace mustdrop::session {
 namespace {
@@ -68,19 +70,22 @@ FrameMemory::FrameMemory(const model::VisionLanguageModel& model, int prefix_lay
   }
   if (config.max_tokens > 0) capacity_ = std::min<int64_t>(capacity_, config.max_tokens);
   const int64_t token_bytes = model.config().text.hidden_size * static_cast<int64_t>(at::elementSize(model.llm().dtype()));
-  bytes_per_token_ = token_bytes;
-  if (config.prefix_cache) {
-    prefix_ = std::make_unique<PrefixCache>(model, prefix_layer, system_ids_, config.max_tokens > 0 ? n_system + capacity_ : 0);
-    bytes_per_token_ += prefix_->bytes_per_entry();
-  }
+  const int64_t entry_bytes = config.prefix_cache ? PrefixCache::entry_bytes(model, prefix_layer) : 0;
+  bytes_per_token_ = token_bytes + entry_bytes;
   if (config.max_mb > 0) {
-    const double budget = config.max_mb * 1e6 - static_cast<double>(prefix_ ? prefix_->state().bytes() : 0);
+    const double budget = config.max_mb * 1e6 - static_cast<double>(entry_bytes * n_system);
     const int64_t by_bytes = static_cast<int64_t>(std::floor(budget / static_cast<double>(bytes_per_token_)));
     if (by_bytes < 1) {
       throw ConfigError("memory.max_mb: " + std::to_string(config.max_mb) + " MB holds no vision token (one costs " +
                         std::to_string(bytes_per_token_) + " bytes with its cached prefix)");
     }
     capacity_ = std::min(capacity_, by_bytes);
+  }
+  if (config.prefix_cache) {
+    // With a budget the prefix's storage is sized to it once (no doubling past it); without one it
+    // grows with the memory (the context is the limit).
+    const bool bounded = config.max_tokens > 0 || config.max_mb > 0;
+    prefix_ = std::make_unique<PrefixCache>(model, prefix_layer, system_ids_, bounded ? n_system + capacity_ : 0);
   }
   auto first = std::make_shared<MemorySnapshot>();
   first->system_ids = system_ids_;
@@ -99,6 +104,11 @@ std::shared_ptr<const MemorySnapshot> FrameMemory::snapshot() const {
   return current_;
 }
 
+int64_t FrameMemory::n_compactions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return n_compactions_;
+}
+
 std::vector<Eviction> FrameMemory::recent_evictions() const {
   std::lock_guard<std::mutex> lock(mu_);
   return {evictions_.begin(), evictions_.end()};
@@ -109,7 +119,8 @@ void FrameMemory::note_gap(Gap gap) {
   pending_gaps_.push_back(std::move(gap));
 }
 
-void FrameMemory::evict(std::vector<std::shared_ptr<const MemoryFrame>>& frames, MemoryFrame& incoming, int64_t need) {
+Eviction FrameMemory::evict(std::vector<std::shared_ptr<const MemoryFrame>>& frames, MemoryFrame& incoming,
+                            int64_t need) {
   // Candidates: every token, outside S before S, then by the last time it was seen (a background
   // token that keeps absorbing new frames stays young), then by id. The incoming frame is newest.
   struct Candidate {
@@ -179,9 +190,7 @@ void FrameMemory::evict(std::vector<std::shared_ptr<const MemoryFrame>>& frames,
   if (keep_new.size() != incoming.ledger.size()) incoming = *keep_rows(incoming, keep_new);
   MD_LOG_DEBUG("memory", "evicted " << record.n_tokens << " tokens (" << record.n_in_s << " in S) covering "
                                     << record.t_first_sec << " .. " << record.t_last_sec << " s");
-  std::lock_guard<std::mutex> lock(mu_);
-  evictions_.push_back(record);
-  if (evictions_.size() > kEvictionsKept) evictions_.pop_front();
+  return record;
 }
 
 void FrameMemory::compact(std::vector<std::shared_ptr<const MemoryFrame>>& frames) {
@@ -197,12 +206,23 @@ void FrameMemory::compact(std::vector<std::shared_ptr<const MemoryFrame>>& frame
     f = moved;
   }
   if (prefix_) prefix_->shift_positions(at::cat(from, 0), long_range(0, next));
-  std::lock_guard<std::mutex> lock(mu_);
-  ++n_compactions_;
 }
 
 std::vector<int64_t> FrameMemory::append(FrameTokens in) {
   std::lock_guard<std::mutex> writing(write_mu_);
+  // Frames and snapshots are copied on change, and so is the prefix: a failure half way (out of
+  // memory, say) leaves everything as it was once the prefix goes back to its checkpoint.
+  std::optional<PrefixCache::Checkpoint> checkpoint;
+  if (prefix_) checkpoint = prefix_->checkpoint();
+  try {
+    return append_unsafe(std::move(in));
+  } catch (...) {
+    if (prefix_) prefix_->restore(std::move(*checkpoint));
+    throw;
+  }
+}
+
+std::vector<int64_t> FrameMemory::append_unsafe(FrameTokens in) {
   std::shared_ptr<const MemorySnapshot> before = snapshot();
   std::vector<std::shared_ptr<const MemoryFrame>> frames = before->frames;
 
@@ -226,6 +246,17 @@ std::vector<int64_t> FrameMemory::append(FrameTokens in) {
     }
   }
 
+  // What the tower did for this frame, kept in the totals whatever becomes of its tokens.
+  const model::VisionConfig& vc = model_.config().vision;
+  const int64_t seen_tower_tokens = in.n_tower_tokens;
+  double seen_flops = model::vision_flops(vc, 1, in.tokens_per_vision_layer), seen_flops_full = 0;
+  for (int64_t n : in.cls_only_tokens) seen_flops += model::cls_row_flops(vc, n);
+  if (!in.tokens_per_vision_layer.empty()) {
+    // Layer 0 always runs on every token: the no-dropping count of every layer.
+    std::vector<int64_t> full(in.tokens_per_vision_layer.size(), in.tokens_per_vision_layer.front());
+    seen_flops_full = model::vision_flops(vc, 1, full);
+  }
+
   MemoryFrame incoming;
   incoming.seq = in.seq;
   incoming.t_sec = in.t_sec;
@@ -243,6 +274,7 @@ std::vector<int64_t> FrameMemory::append(FrameTokens in) {
 
   // Room first, so the budget holds at every moment: evict down to evict_to of the budget.
   std::vector<int64_t> evicted;
+  std::optional<Eviction> eviction;
   const int64_t total = before->n_tokens + m;
   if (total > capacity_) {
     int64_t target = static_cast<int64_t>(std::floor(static_cast<double>(capacity_) * config_.evict_to));
@@ -250,7 +282,7 @@ std::vector<int64_t> FrameMemory::append(FrameTokens in) {
     std::vector<LedgerEntry> gone;
     for (const auto& f : frames) gone.insert(gone.end(), f->ledger.begin(), f->ledger.end());
     gone.insert(gone.end(), incoming.ledger.begin(), incoming.ledger.end());
-    evict(frames, incoming, total - target);
+    eviction = evict(frames, incoming, total - target);
     std::vector<int64_t> alive;
     for (const auto& f : frames) {
       for (const auto& e : f->ledger) alive.push_back(e.id);
@@ -266,7 +298,8 @@ std::vector<int64_t> FrameMemory::append(FrameTokens in) {
   const int64_t n_kept_new = incoming.tokens.size(0);
   const int64_t limit = model_.config().text.max_position_embeddings - config_.position_reserve;
   int64_t next = before->next_position;
-  if (next + n_kept_new > limit) {
+  const bool compacting = next + n_kept_new > limit;
+  if (compacting) {
     compact(frames);
     next = static_cast<int64_t>(system_ids_.size());
     for (const auto& f : frames) next += f->tokens.size(0);
@@ -295,7 +328,17 @@ std::vector<int64_t> FrameMemory::append(FrameTokens in) {
   }
   snap->n_evicted_tokens = before->n_evicted_tokens + static_cast<int64_t>(evicted.size());
   snap->n_evictions = before->n_evictions + (evicted.empty() ? 0 : 1);
+  snap->seen = before->seen;
+  snap->seen.n_frames += 1;
+  snap->seen.n_tower_tokens += seen_tower_tokens;
+  snap->seen.vision_flops += seen_flops;
+  snap->seen.vision_flops_unpruned += seen_flops_full;
   std::lock_guard<std::mutex> lock(mu_);
+  if (eviction) {
+    evictions_.push_back(*eviction);
+    if (evictions_.size() > kEvictionsKept) evictions_.pop_front();
+  }
+  n_compactions_ += compacting ? 1 : 0;
   snap->gaps = before->gaps;
   snap->gaps.insert(snap->gaps.end(), pending_gaps_.begin(), pending_gaps_.end());
   pending_gaps_.clear();

@@ -67,6 +67,14 @@ struct Eviction {
   double t_last_sec = 0;
 };
 
+// Everything the memory was ever given (evicted frames included), for accounting.
+struct FramesSeen {
+  int64_t n_frames = 0;
+  int64_t n_tower_tokens = 0;        // out of the tower before any dropping
+  double vision_flops = 0;           // the tower as it ran (analytic, model/flops.h)
+  double vision_flops_unpruned = 0;  // the same frames without dropping
+};
+
 // What the memory holds at one moment. Never changes; shared by the answers that use it.
 struct MemorySnapshot {
   uint64_t version = 0;  // appends so far
@@ -81,6 +89,7 @@ struct MemorySnapshot {
   double t_last_sec = 0;                      // the newest frame
   int64_t n_evicted_tokens = 0;               // since the session began
   int64_t n_evictions = 0;
+  FramesSeen seen;
 
   // kImage when the memory is one still image.
   model::Media media() const;
@@ -98,9 +107,10 @@ class FrameMemory {
   ~FrameMemory();
 
   // Appends a frame (frames in sequence order; one writer at a time): grows the earlier tokens
-  // that absorbed some of its tokens, evicts down to the budget (oldest tokens outside S first,
-  // then the oldest S tokens; the new frame's own tokens last), compacts positions when the
-  // context would run out, extends the prefix and publishes a snapshot. Returns the ids evicted.
+  // that absorbed some of its tokens, evicts down to the budget (tokens outside S first, then S;
+  // the oldest first in each, the new frame's tokens being the newest), compacts positions when
+  // the context would run out, extends the prefix and publishes a snapshot. Returns the ids
+  // evicted. When it throws, the memory is as it was before the call.
   std::vector<int64_t> append(FrameTokens frame);
   // Records a gap (dropped frames, an outage) before the next frame.
   void note_gap(Gap gap);
@@ -113,10 +123,11 @@ class FrameMemory {
   // Bytes one more vision token costs (its embedding plus its prefix entries).
   int64_t bytes_per_token() const { return bytes_per_token_; }
   // Position compactions so far.
-  int64_t n_compactions() const { return n_compactions_; }
+  int64_t n_compactions() const;
 
  private:
-  void evict(std::vector<std::shared_ptr<const MemoryFrame>>& frames, MemoryFrame& incoming, int64_t need);
+  std::vector<int64_t> append_unsafe(FrameTokens frame);
+  Eviction evict(std::vector<std::shared_ptr<const MemoryFrame>>& frames, MemoryFrame& incoming, int64_t need);
   void compact(std::vector<std::shared_ptr<const MemoryFrame>>& frames);
 
   const model::VisionLanguageModel& model_;

@@ -171,10 +171,11 @@ void PrefixCache::shift_positions(const at::Tensor& from, const at::Tensor& to) 
   publish(fresh, n);
 }
 
-int64_t PrefixCache::bytes_per_entry() const {
-  int64_t b = storage_->hidden.size(1) * static_cast<int64_t>(storage_->hidden.element_size());
-  for (const auto& t : storage_->k) b += 2 * t.size(0) * t.size(2) * static_cast<int64_t>(t.element_size());
-  return b;
+int64_t PrefixCache::entry_bytes(const model::VisionLanguageModel& model, int last_layer) {
+  const model::LlamaModel& llm = model.llm();
+  const int64_t elem = static_cast<int64_t>(at::elementSize(llm.dtype()));
+  const int64_t kv = static_cast<int64_t>(llm.config().num_key_value_heads) * llm.head_dim();
+  return (llm.config().hidden_size + 2 * kv * (last_layer + 1)) * elem;
 }
 
 }  // namespace mustdrop::session

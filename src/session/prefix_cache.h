@@ -64,7 +64,21 @@ class PrefixCache {
   // keys of layer 0; hidden rows and deeper entries keep what they computed at the old spacing).
   void shift_positions(const at::Tensor& from, const at::Tensor& to);
   // Bytes one more vision entry costs (keys and values of layers 0..k plus its hidden row).
-  int64_t bytes_per_entry() const;
+  int64_t bytes_per_entry() const { return entry_bytes(model_, last_layer_); }
+  // The same for `model` and layers 0..last_layer, without building a cache.
+  static int64_t entry_bytes(const model::VisionLanguageModel& model, int last_layer);
+
+  // The cache as it is now, to go back to when a change fails half way (cheap: published states
+  // share storage, and appends only write past the published length).
+  struct Checkpoint {
+    std::shared_ptr<PrefixStorage> storage;
+    PrefixState state;
+  };
+  Checkpoint checkpoint() const { return {storage_, state_}; }
+  void restore(Checkpoint c) {
+    storage_ = std::move(c.storage);
+    state_ = std::move(c.state);
+  }
 
  private:
   void publish(std::shared_ptr<PrefixStorage> storage, int64_t n);

@@ -45,10 +45,23 @@ prune::EncodedFrame Session::encode_frame(const at::Tensor& pixels, int64_t seq,
 }
 
 void Session::add_frame(FrameTokens frame) {
+  const int64_t seq = frame.seq;
+  const double t = frame.t_sec;
   std::vector<int64_t> evicted = memory_->append(std::move(frame));
-  if (evicted.empty()) return;
   std::lock_guard<std::mutex> lock(encoder_mu_);
+  next_seq_ = std::max(next_seq_, seq + 1);
+  next_t_ = std::max(next_t_, t + 1.0);
   forget_.insert(forget_.end(), evicted.begin(), evicted.end());
+}
+
+int64_t Session::next_frame_seq() const {
+  std::lock_guard<std::mutex> lock(encoder_mu_);
+  return next_seq_;
+}
+
+double Session::next_frame_time() const {
+  std::lock_guard<std::mutex> lock(encoder_mu_);
+  return next_t_;
 }
 
 std::vector<prune::StageRecord> Session::vision_records() const {
@@ -57,8 +70,8 @@ std::vector<prune::StageRecord> Session::vision_records() const {
 }
 
 AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& question,
-                            const model::GenerationOptions& options, const TextCallback& on_text,
-                            const std::atomic<bool>* stop, bool use_prefix) const {
+                            const model::GenerationOptions& options, const TextCallback& on_text, StopFlags stop,
+                            bool use_prefix) const {
   if (memory.frames.empty()) throw InputError("no frame was encoded: nothing to answer about");
   AnswerStats st;
   st.question = question;
@@ -144,11 +157,11 @@ AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& que
           first = false;
         }
         emit(text ? text->push(id) : "<" + std::to_string(id) + ">");
-        return !(stop && stop->load());
+        return !stop();
       },
       decode_stages);
   if (text) emit(text->finish());
-  st.interrupted = stop && stop->load();
+  st.interrupted = stop();
   st.n_generated = static_cast<int64_t>(g.ids.size());
   st.ids = g.ids;
   st.first_logits = out.logits;

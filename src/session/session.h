@@ -69,6 +69,16 @@ struct AnswerStats {
 // Receives each piece of answer text as it is generated.
 using TextCallback = std::function<void(const std::string& piece)>;
 
+// Flags that end generation early when either becomes true (either may be null).
+struct StopFlags {
+  StopFlags(const std::atomic<bool>* a = nullptr, const std::atomic<bool>* b = nullptr) : a_(a), b_(b) {}
+  bool operator()() const { return (a_ && a_->load()) || (b_ && b_->load()); }
+
+ private:
+  const std::atomic<bool>* a_;
+  const std::atomic<bool>* b_;
+};
+
 class Session {
  public:
   // `chain` (copied: its per-stream memory belongs to this session) drops tokens; none: keep all.
@@ -86,6 +96,11 @@ class Session {
   void add_frame(FrameTokens frame);
   // Records a gap before the next frame (dropped frames, an outage).
   void note_gap(Gap gap) { memory_->note_gap(std::move(gap)); }
+  // Where a new source's frames start (thread-safe): numbers and times continue the frames
+  // already remembered, so a session fed several sources in turn never reuses either (0 first;
+  // then the last number + 1, and the last time + 1 s).
+  int64_t next_frame_seq() const;
+  double next_frame_time() const;
 
   // The memory now (thread-safe).
   std::shared_ptr<const MemorySnapshot> snapshot() const { return memory_->snapshot(); }
@@ -103,10 +118,10 @@ class Session {
   // image is asked about as an image (Video-LLaVA: "<image>"), else as a video. `stop` (optional)
   // ends generation early. Thread-safe. InputError on an empty memory.
   AnswerStats answer(const MemorySnapshot& memory, const std::string& question, const model::GenerationOptions& options,
-                     const TextCallback& on_text, const std::atomic<bool>* stop = nullptr, bool use_prefix = true) const;
+                     const TextCallback& on_text, StopFlags stop = {}, bool use_prefix = true) const;
   // The same over the current snapshot.
   AnswerStats answer(const std::string& question, const model::GenerationOptions& options, const TextCallback& on_text,
-                     const std::atomic<bool>* stop = nullptr) const {
+                     StopFlags stop = {}) const {
     return answer(*snapshot(), question, options, on_text, stop);
   }
 
@@ -117,6 +132,8 @@ class Session {
   std::unique_ptr<FrameMemory> memory_;
   mutable std::mutex encoder_mu_;      // the chain's vision stages and their records
   std::vector<int64_t> forget_;        // evicted ids the vision stages have not forgotten yet (under encoder_mu_)
+  int64_t next_seq_ = 0;               // after the last frame added (under encoder_mu_)
+  double next_t_ = 0;
 };
 
 }  // namespace mustdrop::session

@@ -172,7 +172,22 @@ class PeriodicSampler : public Sampler {
   int64_t n_sampled_ = 0;
 };
 
+class EverySampler : public Sampler {
+ public:
+  std::optional<Frame> next(Source& source) override {
+    std::optional<Frame> f = source.next();
+    if (f) ++n_sampled_;
+    return f;
+  }
+  int64_t n_sampled() const override { return n_sampled_; }
+
+ private:
+  int64_t n_sampled_ = 0;
+};
+
 }  // namespace
+
+std::unique_ptr<Sampler> make_every_frame_sampler() { return std::make_unique<EverySampler>(); }
 
 std::vector<double> uniform_targets(double first, double last, int n) {
   std::vector<double> t;

@@ -36,6 +36,9 @@ enum class ShortClip {
 // interval_sec (live). A nonzero `frames` also caps fps and interval.
 std::unique_ptr<Sampler> make_sampler(const config::SamplerConfig& config, ShortClip short_clip = ShortClip::kDistinct);
 
+// Every frame the source gives, in order, repeats included (frames kept in memory, benchmarks).
+std::unique_ptr<Sampler> make_every_frame_sampler();
+
 // The uniform targets: n times spread evenly over [first, last], both ends included.
 std::vector<double> uniform_targets(double first, double last, int n);
 

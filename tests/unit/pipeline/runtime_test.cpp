@@ -135,15 +135,25 @@ TEST(Runtime, TwoSessionsAnswerAtTheSameTime) {
 
 TEST(Runtime, AStoppedSourceEndsAndItsLaneServesTheNext) {
   Runtime rt(threads(1));
-  session::Session s(tiny(), nullptr, budget(2000)), t(tiny(), nullptr, budget(2000));
+  session::Session s(tiny(), nullptr, budget(2000));
   auto endless = rt.add_source(looped(1000), s, every_frame());
   while (endless->stats().n_frames_encoded < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   endless->stop();
   PerceptionStats p = endless->wait();
   EXPECT_LT(p.n_frames_encoded, 1000 * static_cast<int64_t>(clip().frames.size()));
-  auto next = rt.add_source(looped(1), t, every_frame());
+  const int64_t first_count = p.n_frames_encoded;
+  // The same session takes a second source on the lane the first one left: frame numbers and
+  // times go on where the first source stopped.
+  auto next = rt.add_source(looped(1), s, every_frame());
   EXPECT_EQ(next->wait().n_frames_encoded, static_cast<int64_t>(clip().frames.size()));
-  EXPECT_EQ(t.snapshot()->frames.back()->seq, static_cast<int64_t>(clip().frames.size()) - 1);
+  EXPECT_EQ(rt.n_lanes(), 1u);
+  std::shared_ptr<const session::MemorySnapshot> memory = s.snapshot();
+  EXPECT_EQ(memory->version, static_cast<uint64_t>(first_count) + clip().frames.size());
+  for (size_t i = 1; i < memory->frames.size(); ++i) {
+    EXPECT_LT(memory->frames[i - 1]->seq, memory->frames[i]->seq);
+    EXPECT_LT(memory->frames[i - 1]->t_sec, memory->frames[i]->t_sec);
+  }
+  EXPECT_EQ(memory->frames.back()->seq, first_count + static_cast<int64_t>(clip().frames.size()) - 1);
 }
 
 }  // namespace

@@ -63,7 +63,6 @@ TEST(SessionConcurrency, QuestionsAreAnsweredWhileFramesArrive) {
     std::shared_ptr<const MemorySnapshot> asked = s.snapshot();
     AnswerStats a = s.answer(*asked, "What is it?", g, nullptr);
     EXPECT_EQ(a.n_generated, 48);
-    EXPECT_EQ(a.memory.version, asked->version);
     moved_on += s.snapshot()->version > asked->version ? 1 : 0;  // frames arrived during the answer
     ++answers;
   }
