@@ -218,11 +218,16 @@ TEST(FrameMemory, TenHoursAtOneFramePerSecondNeverReachTheContextLimit) {
   mc.position_reserve = 64;
   FrameMemory memory(*m, 0, mc);
   const int64_t frames = 10 * 3600;
-  int64_t max_position = 0;
+  int64_t max_position = 0, compactions = 0;
   for (int64_t f = 0; f < frames; ++f) {
     memory.append(synthetic_frame(*m, f, 3, 3));
     std::shared_ptr<const MemorySnapshot> snap = memory.snapshot();
     ASSERT_LE(snap->next_position + mc.position_reserve, context) << "frame " << f;
+    if (memory.n_compactions() != compactions) {  // right after a compaction: prefix and memory agree
+      compactions = memory.n_compactions();
+      expect_prefix_matches_memory(*m, 0, *snap);
+      if (::testing::Test::HasFailure()) FAIL() << "after the compaction at frame " << f;
+    }
     if (snap->n_tokens > 0) max_position = std::max(max_position, snap->positions().max().item<int64_t>());
   }
   EXPECT_LT(max_position, context - mc.position_reserve);
