@@ -464,7 +464,13 @@ Runtime::~Runtime() {
 std::shared_ptr<SourceRun> Runtime::add_source(std::unique_ptr<video::Source> source, session::Session& session,
                                                const SourceOptions& options) {
   Lane& lane = impl_->take_lane();
-  auto run = std::make_shared<Run>(*impl_, lane, std::move(source), session, options);
+  std::shared_ptr<Run> run;
+  try {
+    run = std::make_shared<Run>(*impl_, lane, std::move(source), session, options);
+  } catch (...) {
+    impl_->release_lane(lane);  // nothing was sent on it
+    throw;
+  }
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->runs.erase(std::remove_if(impl_->runs.begin(), impl_->runs.end(),
                                    [](const std::weak_ptr<SourceRun>& w) { return w.expired(); }),
