@@ -306,7 +306,9 @@ std::vector<int64_t> FrameMemory::append_unsafe(FrameTokens in) {
   }
   incoming.positions = long_range(next, n_kept_new);
   if (prefix_ && n_kept_new > 0) prefix_->extend(incoming.tokens, incoming.positions);
-  // A frame stays even when all its tokens went into earlier ones: it was seen (spans, accounting).
+  // A frame stays even when all its tokens went into earlier ones: it was seen, and per-frame
+  // budgets count it. (Temporal LSM's anchors reach back t-1 frames, so such frames come between
+  // frames with tokens, and eviction drops them with their neighbours.)
   frames.push_back(std::make_shared<const MemoryFrame>(std::move(incoming)));
 
   auto snap = std::make_shared<MemorySnapshot>();
@@ -320,7 +322,7 @@ std::vector<int64_t> FrameMemory::append_unsafe(FrameTokens in) {
     for (const auto& e : f->ledger) snap->t_first_sec = std::min(snap->t_first_sec, e.t_first_sec);
     snap->t_last_sec = std::max(snap->t_last_sec, f->t_sec);
   }
-  if (snap->frames.empty()) snap->t_first_sec = snap->t_last_sec = in.t_sec;
+  if (std::isinf(snap->t_first_sec)) snap->t_first_sec = snap->frames.front()->t_sec;  // no token left but the frame
   snap->bytes = snap->n_tokens * model_.config().text.hidden_size * static_cast<int64_t>(at::elementSize(model_.llm().dtype()));
   if (prefix_) {
     snap->prefix = std::make_shared<const PrefixState>(prefix_->state());
