@@ -86,4 +86,26 @@ struct BenchIngestArgs {
 // `mustdrop bench ingest`: decode + sample + preprocess every frame, against the ffmpeg CLI.
 int run_bench_ingest(const BenchIngestArgs& args, config::Config config);
 
+struct BatchArgs {
+  std::string job;                     // configs/jobs/<name>.yaml
+  std::vector<std::string> overrides;  // --set KEY=VALUE on the job
+  ModelArgs model;                     // overrides model.dir
+  std::string shard;                   // "i/N"; "" = the whole dataset
+  bool fresh = false;                  // set earlier output aside and start over
+  int64_t limit = 0;                   // answer at most this many questions (0 = all)
+  std::string log_level;               // "" = the job's log_level
+};
+
+// `mustdrop batch`: a video-QA dataset through one or more pipelines; resumable, sharded, scored.
+int run_batch(const BatchArgs& args);
+
+struct BatchMergeArgs {
+  std::vector<std::string> dirs;  // shard directories, or output directories holding shard-*-of-* ones
+  std::string out;                // where the merged predictions and summary go
+};
+
+// `mustdrop batch merge`: combines the shards of one job, checking every question is answered
+// exactly once per pipeline.
+int run_batch_merge(const BatchMergeArgs& args);
+
 }  // namespace mustdrop::app

@@ -126,6 +126,29 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(1, 100000000));
   session_cmd->add_option("--json", bsession.json_path, "also write the rows as JSON here");
 
+  BatchArgs batch;
+  CLI::App* batch_cmd = cli.add_subcommand(
+      "batch", "answer a video-QA dataset with one or more pipelines (configs/jobs/*.yaml): preflight, "
+               "predictions appended to OUTPUT_DIR/predictions.jsonl, resumable, shardable, scored; "
+               "`batch merge` combines shards");
+  batch_cmd->require_subcommand(0, 1);
+  batch_cmd->add_option("job", batch.job, "job YAML (--set applies to it, e.g. --set workers=2)");
+  add_model_options(batch_cmd, batch.model, "");
+  batch_cmd->add_option("--shard", batch.shard,
+                        "answer only shard i of N (0-based, by a stable hash of the question id); output goes "
+                        "to OUTPUT_DIR/shard-i-of-N");
+  auto* resume = batch_cmd->add_flag("--resume", "continue the predictions already written (the default when "
+                                                 "they exist and the config hash matches)");
+  batch_cmd->add_flag("--fresh", batch.fresh, "move earlier output aside (*.old-<time>) and start over")->excludes(resume);
+  batch_cmd->add_option("--limit", batch.limit, "answer at most this many questions (of the shard)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  BatchMergeArgs merge;
+  CLI::App* merge_cmd = batch_cmd->add_subcommand(
+      "merge", "combine the shards of one job; fails naming every question missing or answered twice");
+  merge_cmd->add_option("dirs", merge.dirs, "shard directories, or an output directory holding shard-*-of-* ones")
+      ->required();
+  merge_cmd->add_option("--out", merge.out, "where the merged predictions and summary go (default: OUTPUT_DIR/merged)");
+
   CLI::App* config_cmd = cli.add_subcommand("config", "print the effective configuration as YAML");
 
   try {
@@ -134,6 +157,17 @@ int run(int argc, char** argv) {
     return cli.exit(e) == 0 ? kExitOk : kExitUsage;
   }
 
+  if (*merge_cmd) {
+    log::set_level(log::parse_level(log_level.empty() ? "info" : log_level));
+    return run_batch_merge(merge);
+  }
+  if (*batch_cmd) {
+    if (batch.job.empty()) throw ConfigError("batch: give the job YAML (e.g. configs/jobs/sample.yaml)");
+    if (!config_path.empty()) throw ConfigError("batch: the job YAML is the configuration; drop --config");
+    batch.overrides = overrides;
+    batch.log_level = log_level;
+    return run_batch(batch);
+  }
   config::Config config = config_path.empty() ? config::defaults_with(overrides) : config::load(config_path, overrides);
   log::set_level(log::parse_level(log_level.empty() ? config.log_level : log_level));
 

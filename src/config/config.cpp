@@ -1,6 +1,7 @@
 // YAML -> Config by walking each struct's visit() list: one visitor decodes a YAML map into a
 // section, one resolves a --set path, one prints, one lists keys. yaml-cpp stays in this file.
 #include "config/config.h"
+#include "config/job_config.h"
 #include "config/pipeline_config.h"
 
 #include <yaml-cpp/yaml.h>
@@ -429,8 +430,9 @@ std::string trim(const std::string& s) {
   return s.substr(b, s.find_last_not_of(ws) - b + 1);
 }
 
-// Applies one "a.b.c=value" argument.
-void apply_override(Config& config, const std::string& arg) {
+// Applies one "a.b.c=value" argument to a Config or a JobConfig.
+template <class Root>
+void apply_override(Root& config, const std::string& arg) {
   Origin origin{"--set " + arg, false};
   std::size_t eq = arg.find('=');
   if (eq == std::string::npos) {
@@ -496,7 +498,8 @@ class Validator {
   std::string path_;
 };
 
-Config finish(Config config, const std::vector<std::string>& overrides) {
+template <class Root>
+Root finish(Root config, const std::vector<std::string>& overrides) {
   for (const auto& arg : overrides) apply_override(config, arg);
   Validator validator;
   config.visit(validator);
@@ -625,14 +628,62 @@ Config load(const std::string& path, const std::vector<std::string>& overrides) 
 
 Config defaults_with(const std::vector<std::string>& overrides) { return finish(Config{}, overrides); }
 
-std::string to_yaml(const Config& config) {
-  Config copy = config;  // visit() is non-const
+namespace {
+
+template <class Root>
+std::string print_yaml(const Root& config) {
+  Root copy = config;  // visit() is non-const
   YAML::Emitter out;
   out << YAML::BeginMap;
   Printer printer(out);
   copy.visit(printer);
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace
+
+std::string to_yaml(const Config& config) { return print_yaml(config); }
+std::string to_yaml(const JobConfig& job) { return print_yaml(job); }
+std::string to_yaml(const PipelineConfig& pipeline) { return print_yaml(pipeline); }
+
+namespace {
+
+// Prints the section at one key path.
+struct SectionFinder {
+  std::string prefix;
+  const std::string& target;
+  std::string* out;
+  template <class T>
+  void operator()(const char*, T&, const Limits&) {}
+  template <class T>
+  void operator()(const char* key, T& section) {
+    std::string path = join_path(prefix, key);
+    if (path == target) {
+      *out = print_yaml(section);
+      return;
+    }
+    SectionFinder inner{path, target, out};
+    section.visit(inner);
+  }
+};
+
+}  // namespace
+
+std::string section_yaml(const PipelineConfig& pipeline, const std::string& key_path) {
+  PipelineConfig copy = pipeline;
+  std::string out;
+  SectionFinder finder{"", key_path, &out};
+  copy.visit(finder);
+  return out;
+}
+
+JobConfig load_job_string(const std::string& yaml, const std::string& origin, const std::vector<std::string>& overrides) {
+  return finish(decode_document<JobConfig>(yaml, origin), overrides);
+}
+
+JobConfig load_job(const std::string& path, const std::vector<std::string>& overrides) {
+  return load_job_string(read_config_file(path), path, overrides);
 }
 
 std::vector<std::string> key_paths() {

@@ -180,5 +180,9 @@ struct PipelineConfig {
 PipelineConfig load_pipeline(const std::string& path);
 // Same, from YAML text; `origin` names the text in messages.
 PipelineConfig load_pipeline_string(const std::string& yaml, const std::string& origin);
+// The pipeline as YAML (every key, in declaration order).
+std::string to_yaml(const PipelineConfig& pipeline);
+// One section as YAML, by key path ("mustdrop.lsm"); "" when there is no such section.
+std::string section_yaml(const PipelineConfig& pipeline, const std::string& key_path);
 
 }  // namespace mustdrop::config
