@@ -44,6 +44,7 @@ struct Job {
   std::string job_path;
   config::JobConfig config;
   std::vector<Pipeline> pipelines;
+  ModelArgs model_args;      // --model / --preset and its depth
   std::string model_source;  // a directory or "preset:..."
   std::string model_hash;    // of the model's config.json (or the preset's shapes)
   std::string config_hash;   // of everything that decides a prediction (not threads, paths, scorers, judge)

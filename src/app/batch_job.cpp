@@ -109,6 +109,7 @@ Job load_job(const BatchArgs& args) {
 
   config::Config base;
   base.model = c.model;
+  job.model_args = args.model;
   job.model_source = model_source(args.model, base, "batch");
   if (job.model_source.rfind("preset:", 0) == 0) {
     job.model_hash = eval::stable_hash_hex(job.model_source + ":" + std::to_string(args.model.llm_layers) + ":" +

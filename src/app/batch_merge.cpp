@@ -154,6 +154,14 @@ int run_batch_merge(const BatchMergeArgs& args) {
   job["merged_from"] = dirs;
   job["assigned_ids"] = dataset_ids;
   write_report((fs::path(out) / "job.json").string(), job);
+  // The shards' judge verdicts serve the merged summary (no question is judged twice).
+  std::string judge_path = (fs::path(out) / "judge.jsonl").string();
+  if (!fs::exists(judge_path)) {
+    eval::JsonlAppender verdicts(judge_path, /*sync=*/false);
+    for (const auto& dir : dirs) {
+      for (const auto& v : eval::read_jsonl((fs::path(dir) / "judge.jsonl").string(), false).records) verdicts.append(v);
+    }
+  }
   config::JobConfig config = config::load_job_string(first["config"].get<std::string>(), dirs.front() + "/job.json");
   json preflight = json::object();
   if (fs::exists(fs::path(dirs.front()) / "preflight.json")) {

@@ -316,9 +316,7 @@ RunResult run_work(const Job& job, const std::vector<std::vector<WorkItem>>& wor
 
   config::Config base;
   base.model = job.config.model;
-  ModelArgs margs;
-  if (job.model_source.rfind("preset:", 0) == 0) margs.preset = job.model_source.substr(7);
-  auto model = load_model(margs, job.model_source, base);
+  auto model = load_model(job.model_args, job.model_source, base);
   MD_LOG_INFO("batch", "model " << job.model_source << " (" << model->config().architecture << "), "
                                 << job.pipelines.size() << " pipeline(s), " << work.size() << " video(s), " << total
                                 << " answer(s) to go, " << job.config.workers << " worker(s)");

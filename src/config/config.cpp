@@ -686,6 +686,14 @@ JobConfig load_job(const std::string& path, const std::vector<std::string>& over
   return load_job_string(read_config_file(path), path, overrides);
 }
 
+std::vector<std::string> job_key_paths() {
+  JobConfig job;
+  std::vector<std::string> paths;
+  PathLister lister{"", &paths};
+  job.visit(lister);
+  return paths;
+}
+
 std::vector<std::string> key_paths() {
   Config config;
   std::vector<std::string> paths;

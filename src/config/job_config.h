@@ -122,5 +122,7 @@ JobConfig load_job_string(const std::string& yaml, const std::string& origin,
                           const std::vector<std::string>& overrides = {});
 // The effective job as YAML (every key, in declaration order).
 std::string to_yaml(const JobConfig& job);
+// Every key path of a job ("dataset.split", ...) in declaration order.
+std::vector<std::string> job_key_paths();
 
 }  // namespace mustdrop::config

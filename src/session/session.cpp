@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -32,7 +33,13 @@ Session::Session(const model::VisionLanguageModel& model, const prune::Chain* ch
       chain_(chain ? std::make_unique<prune::Chain>(*chain) : std::make_unique<prune::Chain>()),
       prefix_cache_(memory.prefix_cache),
       memory_(std::make_unique<FrameMemory>(model, chain_->prefix_layer(model), memory)) {
-  for (const auto& line : chain_->inactive_stages(model_)) MD_LOG_WARN("prune", chain_->name() << ": " << line);
+  // Said once per process: a batch job makes a session per video and pipeline.
+  static std::mutex said_mu;
+  static std::set<std::string> said;
+  for (const auto& line : chain_->inactive_stages(model_)) {
+    std::lock_guard<std::mutex> lock(said_mu);
+    if (said.insert(chain_->name() + ": " + line).second) MD_LOG_WARN("prune", chain_->name() << ": " << line);
+  }
 }
 
 prune::EncodedFrame Session::encode_frame(const at::Tensor& pixels, int64_t seq, double t_sec, model::Media media) {

@@ -69,6 +69,13 @@ std::vector<std::string> dataset_ids() {
   return ids;
 }
 
+// Bytes after the last newline.
+int64_t eval_torn_bytes(const std::string& path) {
+  std::string text = read_file(path);
+  size_t nl = text.rfind('\n');
+  return static_cast<int64_t>(text.size() - (nl == std::string::npos ? 0 : nl + 1));
+}
+
 void expect_each_once(const std::vector<json>& records, const std::vector<std::string>& pipelines) {
   auto c = counts(records);
   EXPECT_EQ(c.size(), pipelines.size() * dataset_ids().size());
@@ -150,6 +157,27 @@ TEST(Batch, TheFeatureCacheGivesTheAnswersOfEncodingEveryPipeline) {
   EXPECT_EQ(compared, 18);
 }
 
+TEST(Batch, TwoWorkersGiveTheAnswersOfOne) {
+  // One LibTorch thread per answer in both runs, so the arithmetic is the same.
+  std::string one = temp_dir() + "/batch-w1", two = temp_dir() + "/batch-w2";
+  std::string extra = "threads:\n  torch_intra_op: 1\n";
+  ASSERT_EQ(mustdrop({"batch", job("w1", one, {"none", "mustdrop"}, extra)}).exit_code, 0);
+  ProcResult r = mustdrop({"batch", job("w2", two, {"none", "mustdrop"}, extra + "workers: 2\n")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::map<std::pair<std::string, std::string>, json> a;
+  for (const auto& rec : read_jsonl_strict(one + "/predictions.jsonl")) a[{rec["pipeline"], rec["question_id"]}] = rec;
+  std::vector<json> b = read_jsonl_strict(two + "/predictions.jsonl");
+  expect_each_once(b, {"none", "mustdrop"});
+  std::set<int> workers;
+  for (const auto& rec : b) {
+    workers.insert(rec["worker"].get<int>());
+    const json& o = a.at({rec["pipeline"], rec["question_id"]});
+    EXPECT_EQ(rec["status"], o["status"]);
+    EXPECT_EQ(rec.value("ids", json()), o.value("ids", json())) << rec["question_id"];
+  }
+  EXPECT_EQ(workers, (std::set<int>{0, 1}));  // both workers took videos
+}
+
 TEST(Batch, KilledMidRunThenResumedAnswersEveryQuestionOnce) {
   std::string out = temp_dir() + "/batch-kill";
   std::string path = job("kill", out, {"none", "mustdrop"});
@@ -189,6 +217,25 @@ TEST(Batch, KilledMidRunThenResumedAnswersEveryQuestionOnce) {
   int old = 0;
   for (const auto& e : fs::directory_iterator(out)) old += e.path().filename().string().rfind("predictions.jsonl.old-", 0) == 0;
   EXPECT_EQ(old, 1);
+}
+
+TEST(Batch, CtrlCStopsCleanlyAndTheNextRunFinishes) {
+  std::string out = temp_dir() + "/batch-int";
+  std::string path = job("int", out, {"none", "mustdrop"});
+  std::string predictions = out + "/predictions.jsonl";
+  Child run({mustdrop_binary(), "batch", path});
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline && read_jsonl_strict(predictions).size() < 3) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  run.signal(SIGINT);
+  EXPECT_EQ(run.wait(60), 130);
+  std::vector<json> before = read_jsonl_strict(predictions);
+  ASSERT_LT(before.size(), 2 * dataset_ids().size()) << "the run finished before Ctrl-C";
+  EXPECT_EQ(eval_torn_bytes(predictions), 0) << "a clean stop leaves no torn line";
+  ProcResult r = mustdrop({"batch", path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_each_once(read_jsonl_strict(predictions), {"none", "mustdrop"});
 }
 
 TEST(Batch, ThreeShardsMergedEqualOneRunAndAMissingShardIsNamed) {

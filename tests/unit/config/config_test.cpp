@@ -1,5 +1,6 @@
 // Config loading: configs/default.yaml, round trips, file:line:col errors and --set overrides.
 #include "config/config.h"
+#include "config/job_config.h"
 #include "config/pipeline_config.h"
 
 #include <gtest/gtest.h>
@@ -485,6 +486,49 @@ TEST(PipelineConfig, ErrorsNameFileLineColumnAndKey) {
   EXPECT_NE(e.find("rr"), std::string::npos) << e;
   e = err("mustdrop:\n  kv_evict:\n    policy: everything\n");
   EXPECT_NE(e.find("final_kept"), std::string::npos) << e;
+}
+
+// ---- configs/jobs/*.yaml ----
+
+TEST(JobYaml, ShippedJobsLoadAndTheFullExampleDocumentsEveryJobKey) {
+  const std::string dir = std::string(MUSTDROP_SOURCE_DIR) + "/configs/jobs/";
+  for (const char* name : {"sample.yaml", "activitynet-qa.yaml"}) EXPECT_NO_THROW(load_job(dir + name)) << name;
+  const std::string full = dir + "activitynet-qa.yaml";
+  std::vector<std::string> in_file;
+  collect_paths(YAML::LoadFile(full), "", in_file);
+  std::set<std::string> present(in_file.begin(), in_file.end());
+  for (const auto& key : job_key_paths()) {
+    bool shared = false;  // sections of configs/default.yaml: the file shows the usual keys only
+    for (const char* section : {"model.", "video.", "generation.", "memory.", "threads."}) {
+      shared = shared || key.rfind(section, 0) == 0;
+    }
+    if (!shared) EXPECT_TRUE(present.count(key)) << full << " lacks " << key;
+  }
+  std::ifstream in(full);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::size_t colon = line.find(':');
+    if (line.empty() || line.find_first_not_of(' ') == line.find('#') || colon == std::string::npos) continue;
+    std::size_t value = line.find_first_not_of(' ', colon + 1);
+    if (value == std::string::npos || line[value] == '#') continue;  // a section header
+    EXPECT_NE(line.find(" # ", value), std::string::npos) << "no comment on: " << line;
+  }
+}
+
+TEST(JobYaml, OverridesAndErrorsNameTheKey) {
+  JobConfig job = load_job_string("dataset:\n  split: test\nworkers: 2\n", "job.yaml", {"workers=3", "dataset.format=jsonl"});
+  EXPECT_EQ(job.workers, 3);
+  EXPECT_EQ(job.dataset.format, "jsonl");
+  EXPECT_EQ(job.dataset.split, "test");
+  try {
+    load_job_string("scorers: [exact, bleu]\n", "job.yaml");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_CONTAINS(std::string(e.what()), "job.yaml:1:");
+    EXPECT_CONTAINS(std::string(e.what()), "scorers[1]");
+  }
+  EXPECT_THROW(load_job_string("replay: live\n", "job.yaml"), ConfigError);
+  EXPECT_THROW(load_job_string("workers: 1\n", "job.yaml", {"dataset.colour=red"}), ConfigError);
 }
 
 }  // namespace
