@@ -25,7 +25,7 @@ run() {  # NAME ARGS... -> seconds and answers of a fresh run
   t1=$(date +%s.%N)
   local n
   n=$(grep -c '"status":"ok"' "$out/$name/predictions.jsonl")
-  echo "$name $(echo "$t1 - $t0" | bc -l) $n"
+  echo "$name $(python3 -c "print($t1 - $t0)") $n"
 }
 
 {

@@ -1,6 +1,12 @@
 // `mustdrop batch` and `mustdrop batch merge`: the order of a job (load, set aside or resume,
 // preflight, judge check, inference, summary) and the verified merge of shards.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -12,6 +18,7 @@
 #include "app/batch.h"
 #include "app/exit_codes.h"
 #include "app/report.h"
+#include "app/signals.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "eval/jsonl.h"
@@ -49,6 +56,28 @@ std::unique_ptr<eval::Judge> make_judge(const config::JudgeConfig& c, const std:
   return std::make_unique<eval::Judge>(s, transport, (fs::path(dir) / kJudgeCache).string());
 }
 
+// Holds an exclusive lock on `dir` for the life of the object: two runs of one shard at once would
+// append the same answers twice. InputError when another process holds it.
+class DirLock {
+ public:
+  explicit DirLock(const std::string& dir) : path_((fs::path(dir) / ".lock").string()) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw InputError(path_ + ": cannot open the output directory's lock: " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      throw InputError(dir + ": another mustdrop batch is writing here (" + path_ +
+                       " is locked); wait for it, or give this run another output_dir or --shard");
+    }
+  }
+  ~DirLock() { ::close(fd_); }
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
 // Moves earlier output of `dir` aside (name.old-<time>): --fresh never deletes anything.
 void set_aside(const std::string& dir) {
   char stamp[32];
@@ -59,6 +88,10 @@ void set_aside(const std::string& dir) {
     if (!fs::exists(p)) continue;
     fs::path to = p;
     to += std::string(".old-") + stamp;
+    for (int n = 2; fs::exists(to); ++n) {  // a second --fresh within the same second
+      to = p;
+      to += std::string(".old-") + stamp + "-" + std::to_string(n);
+    }
     fs::rename(p, to);
     MD_LOG_INFO("batch", "--fresh: " << p.string() << " -> " << to.string());
   }
@@ -99,6 +132,7 @@ std::string write_summary(const config::JobConfig& config, const std::vector<std
                      {"temperature", config.judge.temperature},
                      {"prompt_hash", judge->prompt_hash()}};
     for (const auto& r : records) {
+      if (stop_requested()) break;  // Ctrl-C: the verdicts so far are cached, the rest come next time
       if (r.value("status", "") != "ok" || !r.contains("answer") || r["answer"].is_null()) continue;
       const std::string pipeline = r.value("pipeline", ""), qid = r.value("question_id", "");
       try {
@@ -130,9 +164,11 @@ int run_batch(const BatchArgs& args) {
   using namespace batch;
   Job job = load_job(args);
   log::set_level(log::parse_level(args.log_level.empty() ? job.config.log_level : args.log_level));
+  install_stop_handlers([] { stop_running(); });
   std::error_code ec;
   fs::create_directories(job.dir, ec);
   if (ec) throw InputError(job.dir + ": cannot create the output directory (" + ec.message() + ")");
+  DirLock lock(job.dir);
   if (args.fresh) set_aside(job.dir);
   const std::string predictions = (fs::path(job.dir) / kPredictions).string();
   Existing existing = read_existing(job, predictions);
@@ -168,11 +204,14 @@ int run_batch(const BatchArgs& args) {
                 {"config", config::to_yaml(job.config)},
                 {"dataset_ids", all_ids},
                 {"assigned_ids", assigned}});
+  if (stop_requested()) return 130;  // Ctrl-C during the preflight: nothing was answered
   if (!existing.records.empty()) {
     MD_LOG_INFO("batch", "resuming: " << existing.records.size() << " prediction(s) already in " << predictions);
   }
 
-  RunResult r = run_work(job, work, existing, predictions);
+  RunResult r;
+  if (!stop_requested()) r = run_work(job, work, existing, predictions);
+  r.interrupted = r.interrupted || stop_requested();
 
   // The summary covers every record of this shard's questions, earlier runs' included.
   std::set<std::string> wanted(assigned.begin(), assigned.end());

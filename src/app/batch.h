@@ -98,6 +98,9 @@ struct RunResult {
 RunResult run_work(const Job& job, const std::vector<std::vector<WorkItem>>& work, const Existing& existing,
                    const std::string& predictions_path);
 
+// Stops the runtime answering now, if any (the job's signal handler calls it).
+void stop_running();
+
 // Scores every record of this job (judge included when configured) and writes summary.{json,md}
 // into `dir`; returns the markdown.
 std::string write_summary(const config::JobConfig& config, const std::vector<std::string>& pipeline_names,

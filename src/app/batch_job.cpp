@@ -130,6 +130,8 @@ Job load_job(const BatchArgs& args) {
   h.pipelines.clear();
   h.model.dir.clear();
   h.threads = {};
+  h.video.decoder_threads = 0;
+  h.video.live = {};
   h.workers = 1;
   h.feature_cache = true;
   h.output_dir.clear();

@@ -174,8 +174,10 @@ class Runner {
                                                                              : cache.end();
       try {
         if (hit != cache.end()) {
+          auto t1 = Clock::now();
           features = hit->second;
           for (const auto& f : features.memory->frames) s.add_frame(as_frame_tokens(*f));
+          features.encode_ms = ms_since(t1);  // no tower: the memory and its prefix only
           cached = true;
         } else {
           auto t1 = Clock::now();
@@ -284,7 +286,7 @@ class Runner {
                {"prefill", a.prefill_ms},
                {"decode_per_token", a.decode_ms_per_token},
                {"video_decode", decode_ms},
-               {"video_encode", cached ? 0.0 : features.encode_ms}};
+               {"video_encode", features.encode_ms}};  // this pipeline's memory of the video (shared by its questions)
     r["features_cached"] = cached;
     r["memory"] = memory_use_json(a);
     write(r, false);
@@ -301,7 +303,28 @@ class Runner {
   std::atomic<int64_t> n_done_{0}, n_failed_{0};
 };
 
+std::mutex g_runtime_mu;
+pipeline::Runtime* g_runtime = nullptr;  // the runtime answering now (under g_runtime_mu)
+
+// Makes `runtime` the one a stop signal stops, for its lifetime.
+struct StopRegistration {
+  explicit StopRegistration(pipeline::Runtime& runtime) {
+    std::lock_guard<std::mutex> lock(g_runtime_mu);
+    g_runtime = &runtime;
+    if (stop_requested()) runtime.stop();  // the signal came while the model loaded
+  }
+  ~StopRegistration() {
+    std::lock_guard<std::mutex> lock(g_runtime_mu);
+    g_runtime = nullptr;
+  }
+};
+
 }  // namespace
+
+void stop_running() {
+  std::lock_guard<std::mutex> lock(g_runtime_mu);
+  if (g_runtime) g_runtime->stop();
+}
 
 RunResult run_work(const Job& job, const std::vector<std::vector<WorkItem>>& work, const Existing& existing,
                    const std::string& predictions_path) {
@@ -329,7 +352,7 @@ RunResult run_work(const Job& job, const std::vector<std::vector<WorkItem>>& wor
   threads.answers = std::max(threads.answers, workers);
   if (threads.torch_intra_op == 0) threads.torch_intra_op = std::max(1, plan.total / workers);
   pipeline::Runtime runtime(threads);
-  install_stop_handlers([&runtime] { runtime.stop(); });
+  StopRegistration registration(runtime);
 
   Runner runner(job, existing, predictions_path, *model, runtime, total);
   std::atomic<size_t> next{0};

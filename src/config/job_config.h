@@ -16,7 +16,7 @@ struct JsonlFields {
   std::string video = "video";     // the video's name (resolved like videollava's video_name)
   std::string question = "question";
   std::string answer = "answer";   // "" = the file carries no answers
-  std::string type = "type";       // "" = no question types
+  std::string type = "type";       // the question type (absent on a line = none; "" = never read)
 
   template <class V>
   void visit(V& v) {

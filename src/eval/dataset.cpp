@@ -201,7 +201,7 @@ std::vector<QaItem> read_jsonl_questions(const std::string& path, const config::
     field_text(record, fields.video, Presence::kRequired, where, &q.video_name);
     field_text(record, fields.question, Presence::kRequired, where, &q.question);
     if (!fields.answer.empty()) q.has_answer = field_text(record, fields.answer, Presence::kNullable, where, &q.answer);
-    if (!fields.type.empty()) field_text(record, fields.type, Presence::kNullable, where, &q.type);
+    if (!fields.type.empty()) field_text(record, fields.type, Presence::kOptional, where, &q.type);
     if (q.has_answer) ++*n_answers;
     q.index = static_cast<int64_t>(out.size());
     out.push_back(std::move(q));

@@ -1,8 +1,10 @@
 // `mustdrop batch` end to end: the generated dataset in the Video-LLaVA layout (one missing and
 // one corrupt video), two and three pipelines, the feature cache, kill -9 and resume, shards and
 // their merge, streaming replay, the judge on a fake local endpoint, and bad jobs.
+#include <fcntl.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -349,6 +351,21 @@ TEST(BatchErrors, MissingVideosFailBeforeInferenceWhenAskedTo) {
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_NE(r.err.find("gone"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(out + "/predictions.jsonl") && fs::file_size(out + "/predictions.jsonl") > 0);
+}
+
+TEST(BatchErrors, ASecondRunOnTheSameOutputIsRefused) {
+  std::string out = temp_dir() + "/batch-locked";
+  fs::create_directories(out);
+  int fd = ::open((out + "/.lock").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);  // as a running batch holds it
+  ProcResult r = mustdrop({"batch", job("locked", out, {"none"})});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.err.find("another mustdrop batch is writing"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out + "/predictions.jsonl"));
+  ::close(fd);
+  r = mustdrop({"batch", job("locked", out, {"none"}), "--limit", "1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 TEST(BatchErrors, BadJobsAreConfigErrorsWithTheirPlace) {
