@@ -114,6 +114,13 @@ struct Features {
   double encode_ms = 0;
 };
 
+// How a pipeline got its memory of a video.
+struct Use {
+  Features features;
+  bool cached = false;         // the tower's features came from another pipeline
+  bool memory_shared = false;  // the whole memory (prefix included) is another pipeline's
+};
+
 class Runner {
  public:
   Runner(const Job& job, const Existing& existing, const std::string& predictions_path,
@@ -163,45 +170,60 @@ class Runner {
       return;
     }
     const double decode_ms = ms_since(t0);
-    std::map<std::string, Features> cache;
+    // The feature cache: tower features per vision signature; whole memories (prefix included)
+    // per vision signature and prefix depth, which pipelines that differ only in their prefill
+    // and decode stages above that depth share.
+    const bool share = job_.config.feature_cache && job_.config.replay == "clip";
+    std::map<std::string, Features> features_by_vision;
+    std::map<std::string, std::pair<std::unique_ptr<session::Session>, Features>> memories;
     for (size_t p = 0; p < job_.pipelines.size() && !stopping(); ++p) {
       if (pending[p].empty()) continue;
       const Pipeline& pipe = job_.pipelines[p];
-      session::Session s(model_, pipe.chain.get(), base_.memory);
-      bool cached = false;
-      Features features;
-      auto hit = job_.config.feature_cache && job_.config.replay == "clip" ? cache.find(pipe.vision_signature)
-                                                                             : cache.end();
+      const std::string memory_key =
+          pipe.vision_signature + "|prefix " + std::to_string(pipe.chain->prefix_layer(model_));
+      Use use;
+      auto shared = share ? memories.find(memory_key) : memories.end();
+      if (shared != memories.end()) {  // the same memory: nothing to compute
+        use.features = shared->second.second;
+        use.features.encode_ms = 0;
+        use.cached = use.memory_shared = true;
+        for (const WorkItem* w : pending[p]) {
+          if (stopping()) return;
+          answer(*w, pipe, *shared->second.first, use, decode_ms, worker, pipe.chain.get());
+        }
+        continue;
+      }
+      auto s = std::make_unique<session::Session>(model_, pipe.chain.get(), base_.memory);
+      auto hit = share ? features_by_vision.find(pipe.vision_signature) : features_by_vision.end();
       try {
-        if (hit != cache.end()) {
-          auto t1 = Clock::now();
-          features = hit->second;
-          for (const auto& f : features.memory->frames) s.add_frame(as_frame_tokens(*f));
-          features.encode_ms = ms_since(t1);  // no tower: the memory and its prefix only
-          cached = true;
+        auto t1 = Clock::now();
+        if (hit != features_by_vision.end()) {
+          use.features = hit->second;
+          for (const auto& f : use.features.memory->frames) s->add_frame(as_frame_tokens(*f));
+          use.cached = true;  // no tower: the memory and its prefix only
         } else {
-          auto t1 = Clock::now();
           pipeline::SourceOptions every;
           every.video = base_.video;
           every.every_frame = true;
           every.frames_in_flight = job_.config.threads.frames_in_flight;
-          std::shared_ptr<pipeline::SourceRun> run = runtime_.add_source(replay(frames), s, every);
+          std::shared_ptr<pipeline::SourceRun> run = runtime_.add_source(replay(frames), *s, every);
           run->wait();
           if (run->error()) std::rethrow_exception(run->error());
           if (stopping()) return;
-          features.memory = s.snapshot();
-          features.vision_records = s.vision_records();
-          features.encode_ms = ms_since(t1);
-          if (job_.config.feature_cache && job_.config.replay == "clip") cache[pipe.vision_signature] = features;
+          use.features.memory = s->snapshot();
+          use.features.vision_records = s->vision_records();
+          if (share) features_by_vision[pipe.vision_signature] = use.features;
         }
+        use.features.encode_ms = ms_since(t1);
       } catch (const std::exception& e) {
         for (const WorkItem* w : pending[p]) record_failure(*w, pipe, "video_error", e.what(), worker);
         continue;
       }
       for (const WorkItem* w : pending[p]) {
         if (stopping()) return;
-        answer(*w, pipe, s, features, cached, decode_ms, worker);
+        answer(*w, pipe, *s, use, decode_ms, worker, nullptr);
       }
+      if (share) memories[memory_key] = {std::move(s), use.features};
     }
   }
 
@@ -251,11 +273,13 @@ class Runner {
     }
   }
 
-  void answer(const WorkItem& w, const Pipeline& pipe, const session::Session& s, const Features& features,
-              bool cached, double decode_ms, int worker) {
+  void answer(const WorkItem& w, const Pipeline& pipe, const session::Session& s, const Use& use, double decode_ms,
+              int worker, const prune::Chain* chain) {
+    const Features& features = use.features;
     pipeline::Ask ask;
     ask.question = w.qa->question;
     ask.options = generation_;
+    ask.chain = chain;
     auto t0 = Clock::now();
     session::AnswerStats a;
     try {
@@ -287,7 +311,8 @@ class Runner {
                {"decode_per_token", a.decode_ms_per_token},
                {"video_decode", decode_ms},
                {"video_encode", features.encode_ms}};  // this pipeline's memory of the video (shared by its questions)
-    r["features_cached"] = cached;
+    r["features_cached"] = use.cached;
+    r["memory_shared"] = use.memory_shared;
     r["memory"] = memory_use_json(a);
     write(r, false);
   }

@@ -425,7 +425,8 @@ void Runtime::Impl::run_answer(const AnswerJob& job) {
   }
   const session::StopFlags stop{&owner.stop_, job.ask.stop};
   bool ok = guarded("answer", &error, answer_error_mu, [&] {
-    result = job.session->answer(*job.snapshot, job.ask.question, job.ask.options, job.ask.on_text, stop);
+    result = job.session->answer(*job.snapshot, job.ask.question, job.ask.options, job.ask.on_text, stop,
+                                 /*use_prefix=*/true, job.ask.chain);
   });
   if (ok) {
     job.done->set_value(std::move(result));

@@ -83,6 +83,7 @@ struct Ask {
   model::GenerationOptions options;
   session::TextCallback on_text;        // streamed pieces (called on a worker thread)
   const std::atomic<bool>* stop = nullptr;  // ends this answer early (Runtime::stop() ends every answer)
+  const prune::Chain* chain = nullptr;      // answer with this chain's prefill/decode stages (Session::answer)
 };
 
 class Runtime {

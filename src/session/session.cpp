@@ -78,8 +78,13 @@ std::vector<prune::StageRecord> Session::vision_records() const {
 
 AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& question,
                             const model::GenerationOptions& options, const TextCallback& on_text, StopFlags stop,
-                            bool use_prefix) const {
+                            bool use_prefix, const prune::Chain* chain) const {
   if (memory.frames.empty()) throw InputError("no frame was encoded: nothing to answer about");
+  const prune::Chain& stages = chain ? *chain : *chain_;
+  if (chain && chain->prefix_layer(model_) != chain_->prefix_layer(model_)) {
+    throw InternalError(chain->name() + " cannot answer over the memory of " + chain_->name() +
+                        ": their prefix layers differ");
+  }
   AnswerStats st;
   st.question = question;
   st.memory = MemoryUse{memory.version,     static_cast<int64_t>(memory.frames.size()),
@@ -118,7 +123,7 @@ AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& que
     prefix_hidden = memory.prefix->hidden();
     st.used_prefix = true;
   }
-  prune::PrefillRun run = chain_->prefill(model_, layout, vision, ledger, static_cast<int64_t>(memory.frames.size()),
+  prune::PrefillRun run = stages.prefill(model_, layout, vision, ledger, static_cast<int64_t>(memory.frames.size()),
                                           cache, positions, prefix_hidden);
   const model::LlmOutput& out = run.out;
   st.prefill_ms = ms_since(t0);
@@ -129,7 +134,7 @@ AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& que
   auto decode_stages = [&](int step, model::KvCache& c) {
     std::vector<int64_t> before;
     for (int l = 0; l < c.n_layers(); ++l) before.push_back(c.length(l));
-    chain_->after_decode_step(step, c, run);
+    stages.after_decode_step(step, c, run);
     std::vector<int64_t> after;
     for (int l = 0; l < c.n_layers(); ++l) after.push_back(c.length(l));
     if (after != before && evicted_at < 0) {

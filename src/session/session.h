@@ -116,9 +116,13 @@ class Session {
   // 0..prefix_layer from the cached prefix when there is one and use_prefix is set), then
   // generation streamed through `on_text` (with its decode stages). A memory that holds one still
   // image is asked about as an image (Video-LLaVA: "<image>"), else as a video. `stop` (optional)
-  // ends generation early. Thread-safe. InputError on an empty memory.
+  // ends generation early. `chain` (optional) answers with another chain's prefill and decode
+  // stages over this memory: its prefix layer must equal this session's (InternalError otherwise),
+  // so pipelines with the same vision stages and prefix depth share one memory. Thread-safe.
+  // InputError on an empty memory.
   AnswerStats answer(const MemorySnapshot& memory, const std::string& question, const model::GenerationOptions& options,
-                     const TextCallback& on_text, StopFlags stop = {}, bool use_prefix = true) const;
+                     const TextCallback& on_text, StopFlags stop = {}, bool use_prefix = true,
+                     const prune::Chain* chain = nullptr) const;
   // The same over the current snapshot.
   AnswerStats answer(const std::string& question, const model::GenerationOptions& options, const TextCallback& on_text,
                      StopFlags stop = {}) const {

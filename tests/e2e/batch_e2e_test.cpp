@@ -142,18 +142,35 @@ TEST(Batch, TheFeatureCacheGivesTheAnswersOfEncodingEveryPipeline) {
   ProcResult r = mustdrop({"batch", job("uncached", uncached, pipes, "feature_cache: false\n"), "--limit", "6"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::map<std::pair<std::string, std::string>, json> a;
-  int n_cached = 0;
+  int n_cached = 0, n_shared = 0;
   for (const auto& rec : read_jsonl_strict(cached + "/predictions.jsonl")) {
     a[{rec["pipeline"], rec["question_id"]}] = rec;
     if (rec.value("features_cached", false)) ++n_cached;
+    if (rec.value("memory_shared", false)) ++n_shared;
+    if (rec["status"] == "ok") {  // none builds its own prefix (every layer); fastv and random stop after layer 1
+      EXPECT_EQ(rec["features_cached"], rec["pipeline"] != "none") << rec["pipeline"];
+      EXPECT_EQ(rec["memory_shared"], rec["pipeline"] == "random") << rec["pipeline"];
+    }
   }
   EXPECT_GT(n_cached, 0);
+  EXPECT_GT(n_shared, 0);
   int compared = 0;
   for (const auto& rec : read_jsonl_strict(uncached + "/predictions.jsonl")) {
     EXPECT_FALSE(rec.value("features_cached", false));
+    EXPECT_FALSE(rec.value("memory_shared", false));
     const json& other = a.at({rec["pipeline"], rec["question_id"]});
     EXPECT_EQ(rec["ids"], other["ids"]) << rec["question_id"] << " " << rec["pipeline"];
     EXPECT_EQ(rec["vision_tokens"]["to_llm"], other["vision_tokens"]["to_llm"]);
+    // Which stages acted, and on how many tokens: a shared memory still answers with its own pipeline's stages.
+    auto acted = [](const json& r) {
+      std::vector<std::string> v;
+      for (const auto& st : r["vision_tokens"]["stages"]) v.push_back(st["name"].get<std::string>() + ":" + st["n_in"].dump() + "->" + st["n_out"].dump());
+      return v;
+    };
+    EXPECT_EQ(acted(rec), acted(other)) << rec["question_id"] << " " << rec["pipeline"];
+    if (rec["status"] == "ok" && rec["pipeline"] != "none") {
+      EXPECT_EQ(rec["vision_tokens"]["stages"][0]["name"], rec["pipeline"]);
+    }
     ++compared;
   }
   EXPECT_EQ(compared, 18);
