@@ -148,13 +148,7 @@ std::string write_summary(const config::JobConfig& config, const std::vector<std
   json summary = eval::summarize(records, in);
   std::string md = eval::summary_markdown(summary);
   write_report((fs::path(dir) / "summary.json").string(), summary);
-  std::string md_path = (fs::path(dir) / "summary.md").string();
-  {
-    std::ofstream out(md_path + ".tmp", std::ios::trunc);
-    out << md;
-    if (!out) throw InputError(md_path + ": cannot write the summary");
-  }
-  fs::rename(md_path + ".tmp", md_path);
+  write_atomically((fs::path(dir) / "summary.md").string(), md);
   return md;
 }
 

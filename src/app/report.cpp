@@ -60,17 +60,19 @@ model::GenerationOptions generation_options(const config::Config& config) {
   return g;
 }
 
-void write_report(const std::string& path, const json& j) {
+void write_atomically(const std::string& path, const std::string& text) {
   std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2) << "\n";
+    out << text;
     if (!out) throw InputError(path + ": cannot write the report");
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) throw InputError(path + ": cannot write the report (" + ec.message() + ")");
 }
+
+void write_report(const std::string& path, const json& j) { write_atomically(path, j.dump(2) + "\n"); }
 
 double mean(const std::vector<int64_t>& v) {
   if (v.empty()) return 0;

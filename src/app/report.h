@@ -34,7 +34,10 @@ std::unique_ptr<video::Source> replay(const Sampled& frames, int repeats = 1);
 // Generation options from the config.
 model::GenerationOptions generation_options(const config::Config& config);
 
-// Writes `j` to `path` through a temporary file, so a reader never sees half a report.
+// Writes `text` to `path` through a temporary file, so a reader never sees half of it.
+// InputError naming the path when it cannot.
+void write_atomically(const std::string& path, const std::string& text);
+// The same for a JSON report (indented).
 void write_report(const std::string& path, const nlohmann::json& j);
 
 // Token and FLOP accounting of one answer over a memory's frames.

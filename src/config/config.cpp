@@ -686,20 +686,20 @@ JobConfig load_job(const std::string& path, const std::vector<std::string>& over
   return load_job_string(read_config_file(path), path, overrides);
 }
 
-std::vector<std::string> job_key_paths() {
-  JobConfig job;
+namespace {
+
+template <class Root>
+std::vector<std::string> list_key_paths() {
+  Root root;
   std::vector<std::string> paths;
   PathLister lister{"", &paths};
-  job.visit(lister);
+  root.visit(lister);
   return paths;
 }
 
-std::vector<std::string> key_paths() {
-  Config config;
-  std::vector<std::string> paths;
-  PathLister lister{"", &paths};
-  config.visit(lister);
-  return paths;
-}
+}  // namespace
+
+std::vector<std::string> job_key_paths() { return list_key_paths<JobConfig>(); }
+std::vector<std::string> key_paths() { return list_key_paths<Config>(); }
 
 }  // namespace mustdrop::config

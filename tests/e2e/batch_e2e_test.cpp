@@ -71,6 +71,14 @@ std::vector<std::string> dataset_ids() {
   return ids;
 }
 
+// Waits (up to 2 min) until `path` holds at least `n` records.
+void wait_for_records(const std::string& path, size_t n) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline && read_jsonl_strict(path).size() < n) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 // Bytes after the last newline.
 int64_t eval_torn_bytes(const std::string& path) {
   std::string text = read_file(path);
@@ -203,11 +211,7 @@ TEST(Batch, KilledMidRunThenResumedAnswersEveryQuestionOnce) {
   std::string predictions = out + "/predictions.jsonl";
   {
     Child run({mustdrop_binary(), "batch", path});
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (read_jsonl_strict(predictions).size() >= 5) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    wait_for_records(predictions, 5);
     run.signal(SIGKILL);
     run.wait(30);
   }
@@ -243,10 +247,7 @@ TEST(Batch, CtrlCStopsCleanlyAndTheNextRunFinishes) {
   std::string path = job("int", out, {"none", "mustdrop"});
   std::string predictions = out + "/predictions.jsonl";
   Child run({mustdrop_binary(), "batch", path});
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline && read_jsonl_strict(predictions).size() < 3) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  wait_for_records(predictions, 3);
   run.signal(SIGINT);
   EXPECT_EQ(run.wait(60), 130);
   std::vector<json> before = read_jsonl_strict(predictions);
