@@ -108,4 +108,20 @@ struct BatchMergeArgs {
 // exactly once per pipeline.
 int run_batch_merge(const BatchMergeArgs& args);
 
+struct MonitorArgs {
+  std::string config;                  // configs/monitor.yaml
+  std::vector<std::string> overrides;  // --set KEY=VALUE on it
+  ModelArgs model;                     // overrides model.dir
+  std::string log_level;               // "" = the file's log_level
+  bool interactive = false;            // read questions from stdin even when it is not a terminal
+  bool no_interactive = false;         // never read stdin
+  double duration_sec = 0;             // stop after this long (0 = until a signal or every source ended)
+  double grace_sec = 10;               // at a stop, answers running get this long to finish, then are cut
+  int64_t warmup_frames = 60;          // frames encoded (all sources) before the "warm" RSS is taken
+};
+
+// `mustdrop monitor`: cameras watched by one model; questions on a schedule, on scene changes, on
+// stdin and over the local HTTP API; events and metrics.
+int run_monitor(const MonitorArgs& args);
+
 }  // namespace mustdrop::app

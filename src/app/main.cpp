@@ -126,6 +126,26 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(1, 100000000));
   session_cmd->add_option("--json", bsession.json_path, "also write the rows as JSON here");
 
+  MonitorArgs mon;
+  CLI::App* monitor_cmd = cli.add_subcommand(
+      "monitor", "watch cameras (RTSP, HTTP, files played in real time, image directories) with one model: "
+                 "questions on a schedule, on scene changes, typed on stdin and over a local OpenAI-compatible "
+                 "HTTP API; answers streamed and written to an events file (docs/monitor.md)");
+  monitor_cmd->add_option("config", mon.config, "monitor YAML (configs/monitor.yaml; --set applies to it)")->required();
+  add_model_options(monitor_cmd, mon.model, "");
+  auto* interactive = monitor_cmd->add_flag("--interactive", mon.interactive,
+                                            "read questions from stdin (the default when stdin is a terminal): a line "
+                                            "asks the first source, '@id question' another");
+  monitor_cmd->add_flag("--no-interactive", mon.no_interactive, "never read stdin")->excludes(interactive);
+  monitor_cmd->add_option("--duration", mon.duration_sec, "stop after this many seconds (default: until SIGINT/SIGTERM, "
+                                                          "or until every source has ended)")
+      ->check(CLI::Range(0.0, 1e9));
+  monitor_cmd->add_option("--grace", mon.grace_sec, "at a stop, seconds answers in flight may take to finish before "
+                                                    "they are cut (default 10)")
+      ->check(CLI::Range(0.0, 3600.0));
+  monitor_cmd->add_option("--warmup-frames", mon.warmup_frames, "frames encoded before the warm RSS is recorded (default 60)")
+      ->check(CLI::Range(1, 1000000000));
+
   BatchArgs batch;
   CLI::App* batch_cmd = cli.add_subcommand(
       "batch", "answer a video-QA dataset with one or more pipelines (configs/jobs/*.yaml): preflight, "
@@ -160,6 +180,12 @@ int run(int argc, char** argv) {
   if (*merge_cmd) {
     log::set_level(log::parse_level(log_level.empty() ? "info" : log_level));
     return run_batch_merge(merge);
+  }
+  if (*monitor_cmd) {
+    if (!config_path.empty()) throw ConfigError("monitor: the monitor YAML is the configuration; drop --config");
+    mon.overrides = overrides;
+    mon.log_level = log_level;
+    return run_monitor(mon);
   }
   if (*batch_cmd) {
     if (batch.job.empty()) throw ConfigError("batch: give the job YAML (e.g. configs/jobs/sample.yaml)");

@@ -2,6 +2,7 @@
 // section, one resolves a --set path, one prints, one lists keys. yaml-cpp stays in this file.
 #include "config/config.h"
 #include "config/job_config.h"
+#include "config/monitor_config.h"
 #include "config/pipeline_config.h"
 
 #include <yaml-cpp/yaml.h>
@@ -320,6 +321,9 @@ std::string unknown_key(T& section, const std::string& section_path, const std::
 
 template <class T>
 void decode_section(T& section, const YAML::Node& node, const std::string& path, const Origin& origin);
+template <class T>
+void decode_list(std::vector<T>& list, const YAML::Node& node, const std::string& path, const Origin& origin,
+                 const YAML::Mark& key_mark);
 
 // Decodes `value` into the field called `key`, if the visited section has one.
 class FieldDecoder {
@@ -339,6 +343,12 @@ class FieldDecoder {
     if (key_ != key) return;
     found_ = true;
     decode_section(section, value_, path_, origin_);
+  }
+  template <class T>
+  void operator()(const char* key, std::vector<T>& list) {
+    if (key_ != key) return;
+    found_ = true;
+    decode_list(list, value_, path_, origin_, key_mark_);
   }
   bool found() const { return found_; }
 
@@ -376,6 +386,29 @@ void decode_section(T& section, const YAML::Node& node, const std::string& path,
   }
 }
 
+// Decodes a YAML sequence of maps into a list of sections (each element starts from defaults).
+// An empty value is an empty list.
+template <class T>
+void decode_list(std::vector<T>& list, const YAML::Node& node, const std::string& path, const Origin& origin,
+                 const YAML::Mark& key_mark) {
+  if (node.IsNull()) {
+    list.clear();
+    return;
+  }
+  if (!node.IsSequence()) {
+    fail(origin, value_mark(node, key_mark), path + ": expected a list of sections, found " + describe(node));
+  }
+  std::vector<T> out(node.size());
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    std::string element = path + "[" + std::to_string(i) + "]";
+    if (!node[i].IsMap()) {
+      fail(origin, value_mark(node[i], key_mark), element + ": expected a section (a map of keys), found " + describe(node[i]));
+    }
+    decode_section(out[i], node[i], element, origin);
+  }
+  list = std::move(out);
+}
+
 // Applies a --set value to the field at `segments` (from `index` on) of the visited section.
 class PathSetter {
  public:
@@ -406,6 +439,35 @@ class PathSetter {
     PathSetter next(segments_, index_ + 1, value_, origin_);
     section.visit(next);
     if (!next.found()) fail(origin_, YAML::Mark::null_mark(), unknown_key(section, path, segments_[index_ + 1]));
+  }
+  // A list of sections: "sources=[...]" replaces it; "sources.0.url=..." sets a key of one element.
+  template <class T>
+  void operator()(const char* key, std::vector<T>& list) {
+    if (segments_[index_] != key) return;
+    found_ = true;
+    std::string path = prefix(index_ + 1);
+    if (index_ + 1 == segments_.size()) {
+      decode_list(list, value_, path, origin_, YAML::Mark::null_mark());
+      return;
+    }
+    const std::string& at = segments_[index_ + 1];
+    long long i = -1;
+    if (!parse_int(at, i) || i < 0 || i >= static_cast<long long>(list.size())) {
+      fail(origin_, YAML::Mark::null_mark(),
+           "'" + path + "' is a list of " + std::to_string(list.size()) + " element(s): expected an index 0.." +
+               std::to_string(static_cast<long long>(list.size()) - 1) + " after it, found '" + at + "'");
+    }
+    T& element = list[static_cast<std::size_t>(i)];
+    std::string element_path = path + "." + at;
+    if (index_ + 2 == segments_.size()) {
+      decode_section(element, value_, element_path, origin_);
+      return;
+    }
+    PathSetter next(segments_, index_ + 2, value_, origin_);
+    element.visit(next);
+    if (!next.found()) {
+      fail(origin_, YAML::Mark::null_mark(), unknown_key(element, element_path, segments_[index_ + 2]));
+    }
   }
   bool found() const { return found_; }
 
@@ -473,6 +535,14 @@ class Validator {
     inner.path_ = join_path(path_, key);
     section.visit(inner);
   }
+  template <class T>
+  void operator()(const char* key, std::vector<T>& list) {
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      Validator inner;
+      inner.path_ = join_path(path_, key) + "[" + std::to_string(i) + "]";
+      list[i].visit(inner);
+    }
+  }
 
  private:
   static std::string violation_of(int v, const Limits& l) { return range_violation(v, l); }
@@ -522,6 +592,16 @@ class Printer {
     section.visit(*this);
     out_ << YAML::EndMap;
   }
+  template <class T>
+  void operator()(const char* key, std::vector<T>& list) {
+    out_ << YAML::Key << key << YAML::Value << YAML::BeginSeq;
+    for (auto& element : list) {
+      out_ << YAML::BeginMap;
+      element.visit(*this);
+      out_ << YAML::EndMap;
+    }
+    out_ << YAML::EndSeq;
+  }
 
  private:
   void emit(int v) { out_ << v; }
@@ -569,6 +649,12 @@ struct PathLister {
   void operator()(const char* key, T& section) {
     PathLister inner{join_path(prefix, key), paths};
     section.visit(inner);
+  }
+  template <class T>
+  void operator()(const char* key, std::vector<T>&) {
+    T element;
+    PathLister inner{join_path(prefix, key) + "[]", paths};
+    element.visit(inner);
   }
 };
 
@@ -666,6 +752,8 @@ struct SectionFinder {
     SectionFinder inner{path, target, out};
     section.visit(inner);
   }
+  template <class T>
+  void operator()(const char*, std::vector<T>&) {}
 };
 
 }  // namespace
@@ -700,6 +788,60 @@ std::vector<std::string> list_key_paths() {
 }  // namespace
 
 std::vector<std::string> job_key_paths() { return list_key_paths<JobConfig>(); }
+std::vector<std::string> monitor_key_paths() { return list_key_paths<MonitorConfig>(); }
 std::vector<std::string> key_paths() { return list_key_paths<Config>(); }
+
+namespace {
+
+// What the types cannot say about a monitor: every id present, well-formed and unique, every
+// question with a trigger and known sources.
+void check_monitor(const MonitorConfig& m, const std::string& origin) {
+  auto bad = [&](const std::string& path, const std::string& what) { throw ConfigError(origin + ": " + path + ": " + what); };
+  auto check_id = [&](const std::string& path, const std::string& id) {
+    if (id.empty()) bad(path, "an id is required");
+    for (char c : id) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') {
+        bad(path, "'" + id + "' may hold only letters, digits, '_', '-' and '.'");
+      }
+    }
+  };
+  if (m.sources.empty()) bad("sources", "at least one source is required");
+  std::set<std::string> ids;
+  for (std::size_t i = 0; i < m.sources.size(); ++i) {
+    const std::string at = "sources[" + std::to_string(i) + "]";
+    check_id(at + ".id", m.sources[i].id);
+    if (!ids.insert(m.sources[i].id).second) bad(at + ".id", "'" + m.sources[i].id + "' names two sources");
+    if (m.sources[i].url.empty()) bad(at + ".url", "a url (or a file or directory path) is required");
+  }
+  std::set<std::string> question_ids;
+  for (std::size_t i = 0; i < m.questions.size(); ++i) {
+    const MonitorQuestion& q = m.questions[i];
+    const std::string at = "questions[" + std::to_string(i) + "]";
+    check_id(at + ".id", q.id);
+    if (!question_ids.insert(q.id).second) bad(at + ".id", "'" + q.id + "' names two questions");
+    if (q.text.empty()) bad(at + ".text", "the question's text is required");
+    if (q.every_sec <= 0 && q.on.empty()) {
+      bad(at, "no trigger: set every_sec (seconds between askings) or on: scene_change");
+    }
+    for (const auto& s : q.sources) {
+      if (!ids.count(s)) bad(at + ".sources", "unknown source '" + s + "' (sources: " + join_list({ids.begin(), ids.end()}) + ")");
+    }
+  }
+}
+
+}  // namespace
+
+MonitorConfig load_monitor_string(const std::string& yaml, const std::string& origin,
+                                  const std::vector<std::string>& overrides) {
+  MonitorConfig m = finish(decode_document<MonitorConfig>(yaml, origin), overrides);
+  check_monitor(m, origin);
+  return m;
+}
+
+MonitorConfig load_monitor(const std::string& path, const std::vector<std::string>& overrides) {
+  return load_monitor_string(read_config_file(path), path, overrides);
+}
+
+std::string to_yaml(const MonitorConfig& monitor) { return print_yaml(monitor); }
 
 }  // namespace mustdrop::config

@@ -155,7 +155,8 @@ class Run : public SourceRun {
   Run(Runtime::Impl& rt, Lane& lane, std::unique_ptr<video::Source> source, session::Session& session,
       const SourceOptions& options)
       : rt_(rt), lane_(lane), session_(session), options_(options), url_(source->info().url),
-        next_frame_(session.next_frame_seq()), t_offset_(session.next_frame_time()) {
+        next_frame_(session.next_frame_seq()),
+        t_offset_(std::max(session.next_frame_time(), options.t_start_sec)) {
     const model::VisionLanguageModel& model = session.model();
     pre_ = options.video.preprocess;
     pre_.size = model.image_size();  // the tower decides the input side
@@ -231,6 +232,7 @@ class Run : public SourceRun {
     return rt_.guarded(name, &error_, mu_, std::forward<F>(body));
   }
   void encoded() { ++n_encoded_; }
+  const std::function<void(const FrameNews&)>& on_frame() const { return options_.on_frame; }
   // A message left the lane (memory node): frees a place in flight; the end-of-stream message
   // finishes the run and frees the lane.
   void left_lane(bool eos) {
@@ -382,8 +384,19 @@ Lane::Lane(flow::graph& g)
             session::Session& s = run->session();
             if (m.outage_before) s.note_gap({m.t_before, m.t_sec, 0, "outage"});
             if (m.dropped_before > 0) s.note_gap({m.t_before, m.t_sec, m.dropped_before, "dropped"});
+            FrameNews news;
+            news.seq = m.seq;
+            news.t_sec = m.t_sec;
+            const int grid = s.model().tower().grid(s.model().image_size());
+            news.n_patch_tokens = int64_t(grid) * grid;
+            for (const auto& g : m.encoded->growths) news.n_folded += static_cast<int64_t>(g.size + 0.5);
+            news.n_kept = m.tokens.defined() ? m.tokens.size(0) : 0;
+            news.n_windows_compared = m.encoded->n_windows_compared;
+            news.n_windows_changed = m.encoded->n_windows_changed;
+            news.after_gap = m.outage_before || m.dropped_before > 0;
             s.add_frame(session::frame_tokens(std::move(*m.encoded), m.tokens, m.seq, m.t_sec, m.media));
             run->encoded();
+            if (run->on_frame()) run->on_frame()(news);
           });
         }
         run->left_lane(m.eos);

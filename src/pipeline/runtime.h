@@ -47,11 +47,25 @@ struct PerceptionStats {
   video::SourceStats source;
 };
 
+// What the memory node learned about one frame as it entered the memory.
+struct FrameNews {
+  int64_t seq = 0;
+  double t_sec = 0;
+  int64_t n_patch_tokens = 0;  // the frame's patch tokens before any dropping
+  int64_t n_folded = 0;        // of them, folded into earlier frames' tokens (temporal merging)
+  int64_t n_kept = 0;          // tokens the frame added to the memory
+  int64_t n_windows_compared = 0;  // temporal merging: windows compared with an earlier frame (0: none was)
+  int64_t n_windows_changed = 0;   // ... and unlike it: the share of these is the frame's novelty
+  bool after_gap = false;      // an outage or dropped frames came just before it
+};
+
 // How a source is read.
 struct SourceOptions {
   config::VideoConfig video;  // sampler, preprocessing, live settings
   bool every_frame = false;   // take every frame the source gives (no sampling)
   int frames_in_flight = 4;   // frames between the feeder and the memory
+  double t_start_sec = -1;    // session time of the source's first frame (< 0: just after the session's last frame)
+  std::function<void(const FrameNews&)> on_frame;  // after each frame entered the memory (memory node; must not block)
 };
 
 // One source being read into one session. Thread-safe.

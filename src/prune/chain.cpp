@@ -53,6 +53,8 @@ class VisionStages : public model::VisionHook {
     v.feature_layer = feature_layer_;
     if (cls_attention.defined()) v.cls_attention = cls_attention.select(0, 0);
     KeepPlan plan = p.decide(v);
+    n_windows_compared_ += plan.n_windows_compared;
+    n_windows_changed_ += plan.n_windows_changed;
     at::Tensor hidden = tokens.hidden.select(0, 0), size = tokens.size.select(0, 0);
     at::Tensor patch = tokens.patch_index.select(0, 0);
     PlanTarget target;
@@ -70,6 +72,7 @@ class VisionStages : public model::VisionHook {
   }
 
   std::vector<Growth> growths_;
+  int64_t n_windows_compared_ = 0, n_windows_changed_ = 0;
 
  private:
   std::vector<TokenPruner*> pruners_;
@@ -83,8 +86,9 @@ class VisionStages : public model::VisionHook {
 class PrefillStages : public model::LayerHook {
  public:
   PrefillStages(std::vector<TokenPruner*> pruners, const View& base, PrefillRun& run, std::vector<TokenInfo> ledger,
-                const std::string& origin)
-      : pruners_(std::move(pruners)), base_(base), run_(run), ledger_(std::move(ledger)), origin_(origin) {}
+                const std::string& origin, bool ground)
+      : pruners_(std::move(pruners)), base_(base), run_(run), ledger_(std::move(ledger)), origin_(origin),
+        ground_(ground) {}
 
   // Asked by the LLM before each layer runs; the rows are kept for after_layer().
   std::vector<int64_t> attention_rows(int layer, int64_t n_tokens) override {
@@ -94,13 +98,17 @@ class PrefillStages : public model::LayerHook {
       if (!acts_after(p->needs(base_.n_layers), layer)) continue;
       for (int64_t r : p->attention_rows(v)) rows.insert(r);
     }
+    if (ground_ && layer == base_.n_layers - 1 && n_tokens > 0) rows.insert(n_tokens - 1);
     rows_.assign(rows.begin(), rows.end());
     return rows_;
   }
 
   void after_layer(model::LayerState& st) override {
     run_.layer_vision.push_back(ledger_);  // what this layer cached
-    if (st.layer == base_.n_layers - 1) run_.final_positions = st.positions;
+    if (st.layer == base_.n_layers - 1) {
+      run_.final_positions = st.positions;
+      if (ground_) record_grounding(st);
+    }
     bool changed = false;
     for (TokenPruner* p : pruners_) {
       if (!acts_after(p->needs(base_.n_layers), st.layer)) continue;
@@ -129,6 +137,19 @@ class PrefillStages : public model::LayerHook {
   }
 
  private:
+  // The last row's attention over this layer's vision block, one weight per ledger entry.
+  void record_grounding(const model::LayerState& st) {
+    const int64_t n = st.hidden.size(0);
+    auto it = std::find(rows_.begin(), rows_.end(), n - 1);
+    if (!st.attention.defined() || it == rows_.end()) return;
+    at::Tensor row = st.attention[it - rows_.begin()].to(at::kDouble).contiguous();
+    const int64_t n_vision = static_cast<int64_t>(ledger_.size());
+    if (base_.vision_begin + n_vision > row.size(0)) return;
+    const double* w = row.data_ptr<double>() + base_.vision_begin;
+    run_.ground_tokens = ledger_;
+    run_.ground_attention.assign(w, w + n_vision);
+  }
+
   View view(int layer, int64_t n_tokens) {
     View v = base_;
     v.layer = layer;
@@ -144,6 +165,7 @@ class PrefillStages : public model::LayerHook {
   std::vector<TokenInfo> ledger_;
   std::vector<int64_t> rows_;  // query rows the current layer returns attention for
   const std::string& origin_;
+  bool ground_;
 };
 
 }  // namespace
@@ -256,6 +278,8 @@ EncodedFrame Chain::encode_frame(const model::VisionLanguageModel& model, const 
   f.cls_only_tokens = std::move(r.cls_only_tokens);
   f.n_tower_tokens = model.tokens_per_frame(media);
   f.growths = std::move(stages.growths_);
+  f.n_windows_compared = stages.n_windows_compared_;
+  f.n_windows_changed = stages.n_windows_changed_;
   return f;
 }
 
@@ -271,7 +295,8 @@ int Chain::prefix_layer(const model::VisionLanguageModel& model) const {
 
 PrefillRun Chain::prefill(const model::VisionLanguageModel& model, const model::PromptLayout& layout,
                           const at::Tensor& vision, const std::vector<TokenInfo>& ledger, int64_t n_frames,
-                          model::KvCache& cache, const at::Tensor& positions, const at::Tensor& prefix_hidden) const {
+                          model::KvCache& cache, const at::Tensor& positions, const at::Tensor& prefix_hidden,
+                          bool ground) const {
   if (static_cast<int64_t>(ledger.size()) != layout.n_vision) {
     throw InternalError("prefill: " + std::to_string(ledger.size()) + " ledger entries for " +
                         std::to_string(layout.n_vision) + " vision tokens");
@@ -319,7 +344,7 @@ PrefillRun Chain::prefill(const model::VisionLanguageModel& model, const model::
   base.n_frames = std::max<int64_t>(1, n_frames);
   static std::atomic<int64_t> prefills{0};
   base.prefill_id = ++prefills;
-  PrefillStages hook(stages, base, run, ledger, origin_);
+  PrefillStages hook(stages, base, run, ledger, origin_, ground);
   f.hook = &hook;
   run.out = model.llm().forward(f);
   run.final_ids.clear();

@@ -29,6 +29,8 @@ struct EncodedFrame {
   std::vector<int64_t> cls_only_tokens;   // tokens of each CLS-row-only pass (S past the feature layer)
   int64_t n_tower_tokens = 0;             // vision tokens of a frame without dropping
   std::vector<Growth> growths;            // earlier frames' tokens that absorbed tokens of this frame
+  int64_t n_windows_compared = 0;         // temporal merging: windows compared with an earlier frame
+  int64_t n_windows_changed = 0;          // ... and found unlike it (KeepPlan)
 };
 
 // A prefill with the prefill stages, and what the decode stages need afterwards.
@@ -41,6 +43,10 @@ struct PrefillRun {
   std::vector<int64_t> final_ids;                   // ids of vision tokens that reached the last layer
   at::Tensor final_positions;                       // positions of every token that reached the last layer
   std::vector<StageRecord> records;                 // prefill and decode stages of this answer
+  // With `ground`: the vision tokens in the last layer's cache and the head-mean attention the last
+  // prompt row (the one that predicts the first answer token) paid to each there.
+  std::vector<TokenInfo> ground_tokens;
+  std::vector<double> ground_attention;
 };
 
 class Chain {
@@ -67,10 +73,11 @@ class Chain {
   // their positions whatever is dropped. With `prefix_hidden` defined, the system part and the
   // vision block already sit in layers 0..prefix_layer(model) of `cache` and `prefix_hidden`
   // ([vision_begin + n_vision, D]) is their output of that layer: only the text runs there.
+  // `ground` also reads the last prompt row's attention in the last layer (PrefillRun::ground_*).
   PrefillRun prefill(const model::VisionLanguageModel& model, const model::PromptLayout& layout,
                      const at::Tensor& vision, const std::vector<TokenInfo>& ledger, int64_t n_frames,
                      model::KvCache& cache, const at::Tensor& positions = at::Tensor(),
-                     const at::Tensor& prefix_hidden = at::Tensor()) const;
+                     const at::Tensor& prefix_hidden = at::Tensor(), bool ground = false) const;
   // The last LLM layer whose keys and values cannot depend on the question: the first layer after
   // which a prefill stage acts (or whose attention it reads); the last layer when none does.
   int prefix_layer(const model::VisionLanguageModel& model) const;

@@ -55,6 +55,10 @@ struct KeepPlan {
   std::vector<MergeGroup> merges;        // every `into` is kept; the other members are not
   std::vector<Absorption> absorbed;      // not kept; folded into earlier frames' tokens
   std::vector<int64_t> important;        // indices that join S (must be kept)
+  // Temporal merging: windows that had an earlier frame to compare with, and of them those unlike
+  // it (below the temporal threshold, whatever the earlier frame's age). Scene-change detection.
+  int64_t n_windows_compared = 0;
+  int64_t n_windows_changed = 0;
   // Keeps every token, in order.
   static KeepPlan keep_all(int64_t n);
 };

@@ -55,7 +55,7 @@ struct Gap {
   double t_from_sec = 0;  // the last frame before it
   double t_to_sec = 0;    // the first frame after it
   int64_t n_frames = 0;   // frames missed where known (dropped), else 0
-  std::string reason;     // "dropped" (the encoder fell behind) | "outage" (the source was lost)
+  std::string reason;     // "dropped" (the encoder fell behind) | "outage" (the source was lost) | "paused"
 };
 
 // Tokens that left the memory at one eviction.

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -76,6 +77,37 @@ std::vector<prune::StageRecord> Session::vision_records() const {
   return chain_->vision_records();
 }
 
+namespace {
+
+// Attention per token grouped by the frame each token came from (a token merged over time spans
+// its frames); the three largest groups, largest first.
+std::vector<GroundSpan> ground_spans(const std::vector<prune::TokenInfo>& tokens, const std::vector<double>& weights) {
+  std::map<int64_t, GroundSpan> by_frame;
+  double total = 0;
+  for (size_t i = 0; i < tokens.size() && i < weights.size(); ++i) {
+    const prune::TokenInfo& t = tokens[i];
+    auto [it, fresh] = by_frame.try_emplace(t.frame_seq);
+    GroundSpan& g = it->second;
+    if (fresh) {
+      g.t_from_sec = t.t_first_sec;
+      g.t_to_sec = t.t_last_sec;
+    }
+    g.t_from_sec = std::min(g.t_from_sec, t.t_first_sec);
+    g.t_to_sec = std::max(g.t_to_sec, t.t_last_sec);
+    g.share += weights[i];
+    ++g.n_tokens;
+    total += weights[i];
+  }
+  std::vector<GroundSpan> out;
+  for (auto& [frame, g] : by_frame) out.push_back(g);
+  std::sort(out.begin(), out.end(), [](const GroundSpan& a, const GroundSpan& b) { return a.share > b.share; });
+  if (out.size() > 3) out.resize(3);
+  for (auto& g : out) g.share = total > 0 ? g.share / total : 0;
+  return out;
+}
+
+}  // namespace
+
 AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& question,
                             const model::GenerationOptions& options, const TextCallback& on_text, StopFlags stop,
                             bool use_prefix, const prune::Chain* chain) const {
@@ -124,7 +156,7 @@ AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& que
     st.used_prefix = true;
   }
   prune::PrefillRun run = stages.prefill(model_, layout, vision, ledger, static_cast<int64_t>(memory.frames.size()),
-                                          cache, positions, prefix_hidden);
+                                          cache, positions, prefix_hidden, ground_.load());
   const model::LlmOutput& out = run.out;
   st.prefill_ms = ms_since(t0);
   // Decode stages: right after prefill (step 0) and after each step. The cache lengths at the
@@ -200,6 +232,7 @@ AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& que
   std::vector<int64_t> full(static_cast<size_t>(llm.n_layers()), full_prompt);
   st.flops_prefill_unpruned = model::prefill_flops(tc, full);
   st.flops_decode_unpruned = model::decode_flops(tc, full, steps);
+  st.grounding = ground_spans(run.ground_tokens, run.ground_attention);
   st.stages = run.records;
   prune::attribute_flops(st.stages, model_.config(), {}, out.tokens_per_layer,
                          model::decode_flops(tc, kv_lengths, steps - full_steps));

@@ -39,6 +39,15 @@ struct MemoryUse {
   int64_t n_evicted_tokens = 0;  // evicted before this answer, since the session began
 };
 
+// A time range of the memory the answer looked at: the frames whose kept tokens drew `share` of
+// the attention the last prompt row paid to the vision block in the last LLM layer.
+struct GroundSpan {
+  double t_from_sec = 0;
+  double t_to_sec = 0;
+  double share = 0;      // of the vision block's attention (0..1)
+  int64_t n_tokens = 0;  // kept tokens behind it
+};
+
 struct AnswerStats {
   std::string question;
   std::string answer;
@@ -64,6 +73,7 @@ struct AnswerStats {
   double flops_prefill_unpruned = 0;
   double flops_decode_unpruned = 0;
   std::vector<prune::StageRecord> stages;  // prefill and decode stages of this answer
+  std::vector<GroundSpan> grounding;       // with ground_answers(): the most attended time ranges, largest share first
 };
 
 // Receives each piece of answer text as it is generated.
@@ -111,6 +121,9 @@ class Session {
   const model::VisionLanguageModel& model() const { return model_; }
   // Whether answers use the cached prefix.
   bool prefix_cache() const { return prefix_cache_; }
+  // Answers from now on also say which time ranges they looked at (AnswerStats::grounding): the
+  // last LLM layer then returns one attention row. Thread-safe.
+  void ground_answers(bool on) { ground_.store(on); }
 
   // Answers `question` over `memory`: prefill (with the chain's prefill stages; layers
   // 0..prefix_layer from the cached prefix when there is one and use_prefix is set), then
@@ -133,6 +146,7 @@ class Session {
   const model::VisionLanguageModel& model_;
   std::unique_ptr<prune::Chain> chain_;
   bool prefix_cache_;
+  std::atomic<bool> ground_{false};
   std::unique_ptr<FrameMemory> memory_;
   mutable std::mutex encoder_mu_;      // the chain's vision stages and their records
   std::vector<int64_t> forget_;        // evicted ids the vision stages have not forgotten yet (under encoder_mu_)

@@ -105,6 +105,7 @@ class LiveSource : public Source {
     reader_.reset();
     ++closed_.n_disconnects;
     disconnected_at_ = Clock::now();
+    notify_connection(false, why);
   }
 
   // Reopens with exponential backoff. Returns false on stop; throws StreamError after
@@ -120,6 +121,7 @@ class LiveSource : public Source {
         t_offset_ = last_t_ + away;
         conn_first_pts_.reset();
         MD_LOG_INFO("video", info_.url << ": reconnected after " << attempt << " attempt(s)");
+        notify_connection(true, "");
         return true;
       } catch (const StreamError& e) {
         if (stop_requested()) return false;

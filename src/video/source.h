@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,11 +38,19 @@ class Source {
   // Counters so far.
   virtual SourceStats stats() const = 0;
   // Asks a blocking next() to return soon (thread-safe); later calls return nullopt.
-  void request_stop() { stop_.store(true); }
+  virtual void request_stop() { stop_.store(true); }
   bool stop_requested() const { return stop_.load(); }
+  // Called on the reading thread when a live source loses its connection (up = false, `why` says
+  // what ended it) and when it has one again (up = true). Set before reading starts.
+  using ConnectionHook = std::function<void(bool up, const std::string& why)>;
+  virtual void set_connection_hook(ConnectionHook hook) { connection_hook_ = std::move(hook); }
 
  protected:
+  void notify_connection(bool up, const std::string& why) {
+    if (connection_hook_) connection_hook_(up, why);
+  }
   std::atomic<bool> stop_{false};
+  ConnectionHook connection_hook_;
 };
 
 // What kind of input a string names: an existing directory, a live URL, a network file URL
@@ -52,6 +61,11 @@ InputKind classify_input(const std::string& input);
 // Opens `input` with the video settings of `config`. Throws InputError naming the input when it
 // is missing, not a video, has no video stream, or (live) cannot connect in time.
 std::unique_ptr<Source> open_source(const std::string& input, const config::VideoConfig& config);
+
+// `inner` (a file or image directory) delivered as a camera would: each frame no sooner than its
+// time after the first (realtime), and from the start again at its end (loop; times keep rising).
+// Not seekable.
+std::unique_ptr<Source> make_paced_source(std::unique_ptr<Source> inner, bool realtime, bool loop);
 
 // Decoded `frames` kept in memory as a source (benchmarks, tests): given `repeats` times in a row,
 // times continuing. InputError when `frames` is empty.

@@ -237,4 +237,19 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+#ifdef MUSTDROP_RTSP_SERVER
+RtspServer start_rtsp_server(int port, const std::string& file, int seconds) {
+  std::vector<std::string> argv = {MUSTDROP_RTSP_SERVER, "--port", std::to_string(port), "--seconds", std::to_string(seconds)};
+  if (!file.empty()) {
+    argv.push_back("--file");
+    argv.push_back(file);
+  }
+  RtspServer s;
+  s.child = std::make_unique<Child>(argv);
+  std::string line = s.child->read_line(30);
+  if (line.rfind("PORT ", 0) == 0) s.port = std::stoi(line.substr(5));
+  return s;
+}
+#endif
+
 }  // namespace mustdrop::test

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,17 @@ class Child {
   bool reaped_ = false;
   int status_code_ = -1;
 };
+
+#ifdef MUSTDROP_RTSP_SERVER
+// The local RTSP test server (tests/support/rtsp_test_server.c) on 127.0.0.1; `port` 0 picks a free
+// one; `file` "" serves a live test pattern. port stays 0 when it did not start.
+struct RtspServer {
+  std::unique_ptr<Child> child;
+  int port = 0;
+  std::string url() const { return "rtsp://127.0.0.1:" + std::to_string(port) + "/stream"; }
+};
+RtspServer start_rtsp_server(int port = 0, const std::string& file = "", int seconds = 120);
+#endif
 
 // A temporary directory for this test process, created once, removed at exit.
 const std::string& temp_dir();

@@ -104,6 +104,17 @@ KeepPlan Lsm::decide(const View& v) {
     at::Tensor c = (unit * ref_unit).sum(1).view({n_windows, cells}).mean(1).contiguous();
     std::copy(c.data_ptr<float>(), c.data_ptr<float>() + n_windows, co.begin());
   }
+  if (temporal) {
+    for (int64_t w = 0; w < n_windows; ++w) {
+      bool has_reference = true;
+      for (int c = 0; c < cells && has_reference; ++c) {
+        has_reference = memory_.reference_size[size_t(window_cells[size_t(w * cells + c)])] > 0;
+      }
+      if (!has_reference) continue;
+      ++plan.n_windows_compared;
+      if (co[size_t(w)] < o_.temporal_threshold) ++plan.n_windows_changed;
+    }
+  }
   const int64_t frame = n > 0 ? tokens.back().frame_seq : 0;
   auto anchored = [&](int64_t w) {  // every cell has an earlier token within t-1 frames
     for (int c = 0; c < cells; ++c) {

@@ -54,25 +54,7 @@ TEST(LatestQueue, CloseWakesAWaitingConsumer) {
 
 #ifdef MUSTDROP_RTSP_SERVER
 
-// The test RTSP server; `port` 0 picks a free one.
-struct RtspServer {
-  std::unique_ptr<Child> child;
-  int port = 0;
-  std::string url() const { return "rtsp://127.0.0.1:" + std::to_string(port) + "/stream"; }
-};
-
-RtspServer start_server(int port = 0, const std::string& file = "") {
-  std::vector<std::string> argv = {MUSTDROP_RTSP_SERVER, "--port", std::to_string(port), "--seconds", "120"};
-  if (!file.empty()) {
-    argv.push_back("--file");
-    argv.push_back(file);
-  }
-  RtspServer s;
-  s.child = std::make_unique<Child>(argv);
-  std::string line = s.child->read_line(30);
-  if (line.rfind("PORT ", 0) == 0) s.port = std::stoi(line.substr(5));
-  return s;
-}
+RtspServer start_server(int port = 0, const std::string& file = "") { return start_rtsp_server(port, file); }
 
 int free_port() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);

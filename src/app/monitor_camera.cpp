@@ -1,0 +1,393 @@
+// One camera of `mustdrop monitor`: a supervisor thread keeps the source connected (the first
+// connection retried too), feeds its session on the shared runtime, records states, outages and
+// scene changes as events. Nothing is reloaded when a camera drops: the session and the model stay.
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+
+#include "app/monitor.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "video/source.h"
+
+namespace mustdrop::app::monitor {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Forwards a source and counts the frames it gave (thread-safe), for the metrics.
+class Counted : public video::Source {
+ public:
+  Counted(std::unique_ptr<video::Source> inner, std::atomic<int64_t>& n) : inner_(std::move(inner)), n_(n) {}
+  const video::StreamInfo& info() const override { return inner_->info(); }
+  std::optional<video::Frame> next() override {
+    std::optional<video::Frame> f = inner_->next();
+    if (f) ++n_;
+    return f;
+  }
+  bool seek(double t) override { return inner_->seek(t); }
+  std::optional<std::vector<double>> frame_times() override { return inner_->frame_times(); }
+  bool rewind() override { return inner_->rewind(); }
+  video::SourceStats stats() const override { return inner_->stats(); }
+  void request_stop() override {
+    Source::request_stop();
+    inner_->request_stop();
+  }
+  void set_connection_hook(ConnectionHook hook) override { inner_->set_connection_hook(std::move(hook)); }
+
+ private:
+  std::unique_ptr<video::Source> inner_;
+  std::atomic<int64_t>& n_;
+};
+
+}  // namespace
+
+const char* state_name(State s) {
+  switch (s) {
+    case State::kConnecting:
+      return "connecting";
+    case State::kLive:
+      return "live";
+    case State::kLost:
+      return "lost";
+    case State::kPaused:
+      return "paused";
+    case State::kEnded:
+      return "ended";
+    case State::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string iso_utc(double unix_sec) {
+  std::time_t whole = static_cast<std::time_t>(std::floor(unix_sec));
+  int ms = static_cast<int>((unix_sec - std::floor(unix_sec)) * 1000);
+  std::tm tm{};
+  gmtime_r(&whole, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, std::min(ms, 999));
+  return buf;
+}
+
+Camera::Camera(const config::MonitorSource& spec, const config::MonitorConfig& config,
+               const model::VisionLanguageModel& model, const prune::Chain& chain, pipeline::Runtime& runtime,
+               double epoch_unix, Emit emit, OnScene on_scene)
+    : spec_(spec), video_(config.video), scene_(config.scene_change), model_(model), runtime_(runtime),
+      epoch_unix_(epoch_unix), emit_(std::move(emit)), on_scene_(std::move(on_scene)) {
+  session_ = std::make_unique<session::Session>(model, &chain, config.memory);
+  session_->ground_answers(true);
+  video_.sampler.kind = spec.sampler.kind;
+  video_.sampler.interval_sec = spec.sampler.interval_sec;
+  video_.sampler.fps = spec.sampler.fps;
+  video_.sampler.frames = spec.sampler.frames;
+  video_.live.transport = spec.transport;
+  video_.live.reconnect = spec.reconnect;
+  // One attempt per open: the supervisor retries with the source's backoff, forever if asked to.
+  video_.live.initial_connect_sec = 0;
+}
+
+Camera::~Camera() {
+  stop();
+  join();
+}
+
+void Camera::start() { thread_ = std::thread([this] { supervise(); }); }
+
+void Camera::stop() {
+  stop_.store(true);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (run_) run_->stop();
+  cv_.notify_all();
+}
+
+void Camera::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Camera::pause() {
+  if (paused_.exchange(true)) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (run_) run_->stop();
+  cv_.notify_all();
+  return true;
+}
+
+bool Camera::resume() {
+  if (!paused_.exchange(false)) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  cv_.notify_all();
+  return true;
+}
+
+bool Camera::finished() const {
+  State s = state_.load();
+  return s == State::kEnded || s == State::kFailed || (stop_.load() && !thread_.joinable());
+}
+
+double Camera::sample_rate() const {
+  return spec_.sampler.kind == "fps" ? spec_.sampler.fps : 1.0 / spec_.sampler.interval_sec;
+}
+
+CameraCounters Camera::counters() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  CameraCounters c = counters_;
+  c.state = state_.load();
+  pipeline::PerceptionStats s = closed_;
+  if (run_) {
+    pipeline::PerceptionStats now = run_->stats();
+    s.n_frames_sampled += now.n_frames_sampled;
+    s.n_frames_dropped += now.n_frames_dropped;
+    s.n_frames_encoded += now.n_frames_encoded;
+  }
+  c.n_frames_decoded = n_decoded_.load();
+  c.n_frames_sampled = s.n_frames_sampled;
+  c.n_frames_dropped = s.n_frames_dropped;
+  c.n_frames_encoded = s.n_frames_encoded;
+  return c;
+}
+
+void Camera::count_answer(bool answered) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++(answered ? counters_.n_answered : counters_.n_missed);
+}
+
+nlohmann::json Camera::status() const {
+  CameraCounters c = counters();
+  auto snap = session_->snapshot();
+  nlohmann::json j = {{"id", spec_.id},
+                      {"url", spec_.url},
+                      {"state", state_name(c.state)},
+                      {"frames", {{"decoded", c.n_frames_decoded},
+                                  {"sampled", c.n_frames_sampled},
+                                  {"encoded", c.n_frames_encoded},
+                                  {"dropped", c.n_frames_dropped}}},
+                      {"reconnects", c.n_reconnects},
+                      {"outages", c.n_outages},
+                      {"scene_changes", c.n_scene_changes},
+                      {"answers", {{"answered", c.n_answered}, {"missed", c.n_missed}}},
+                      {"memory", {{"n_frames", snap->frames.size()},
+                                  {"n_tokens", snap->n_tokens},
+                                  {"bytes", snap->bytes},
+                                  {"token_capacity", session_->memory().token_capacity()},
+                                  {"peak_tokens", c.peak_memory_tokens},
+                                  {"peak_bytes", c.peak_memory_bytes},
+                                  {"n_evicted_tokens", snap->n_evicted_tokens}}}};
+  if (!snap->frames.empty()) {
+    j["memory"]["span_sec"] = {snap->t_first_sec, snap->t_last_sec};
+    j["memory"]["span_utc"] = {iso_utc(unix_of(snap->t_first_sec)), iso_utc(unix_of(snap->t_last_sec))};
+    j["lag_sec"] = c.state == State::kLive ? std::max(0.0, unix_now() - unix_of(snap->t_last_sec)) : 0.0;
+  }
+  return j;
+}
+
+void Camera::set_state(State s, const std::string& why) {
+  State old = state_.exchange(s);
+  if (old == s) return;
+  nlohmann::json e = {{"type", "state"}, {"source", spec_.id}, {"from", state_name(old)}, {"to", state_name(s)}};
+  if (!why.empty()) e["reason"] = why;
+  MD_LOG_INFO("monitor", spec_.id << ": " << state_name(old) << " -> " << state_name(s)
+                                  << (why.empty() ? "" : " (" + why + ")"));
+  emit_(std::move(e));
+}
+
+void Camera::outage_begins(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (in_outage_) return;
+    in_outage_ = true;
+    outage_start_unix_ = unix_now();
+    outage_reason_ = why;
+    ++counters_.n_outages;
+  }
+  set_state(State::kLost, why);
+  emit_({{"type", "outage_start"}, {"source", spec_.id}, {"reason", why}});
+}
+
+void Camera::outage_ends() {
+  double start = 0;
+  std::string why;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!in_outage_) return;
+    in_outage_ = false;
+    start = outage_start_unix_;
+    why = outage_reason_;
+    ++counters_.n_reconnects;
+    frames_since_connect_ = 0;
+  }
+  const double seconds = unix_now() - start;
+  const int64_t missed = static_cast<int64_t>(std::floor(seconds * sample_rate()));
+  emit_({{"type", "outage_end"},
+         {"source", spec_.id},
+         {"started", iso_utc(start)},
+         {"seconds", seconds},
+         {"frames_missed", missed},
+         {"reason", why}});
+}
+
+bool Camera::sleep_ms(int ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, std::chrono::milliseconds(ms), [&] { return stop_.load() || paused_.load(); });
+  return !stop_.load() && !paused_.load();
+}
+
+std::unique_ptr<video::Source> Camera::open() {
+  std::unique_ptr<video::Source> src = video::open_source(spec_.url, video_);
+  const bool live = src->info().live;
+  if (!live && (spec_.realtime || spec_.loop)) src = video::make_paced_source(std::move(src), spec_.realtime, spec_.loop);
+  return std::make_unique<Counted>(std::move(src), n_decoded_);
+}
+
+void Camera::supervise() {
+  int delay_ms = spec_.reconnect.initial_delay_ms;
+  int failures = 0;
+  bool ever_connected = false;
+  bool was_paused = false;
+  double last_t = -1;
+  while (!stop_.load()) {
+    if (paused_.load()) {
+      was_paused = true;
+      set_state(State::kPaused);
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_.load() || !paused_.load(); });
+      continue;
+    }
+    if (!ever_connected || state_.load() == State::kPaused) set_state(State::kConnecting);
+    std::unique_ptr<video::Source> src;
+    try {
+      src = open();
+    } catch (const Error& e) {
+      ++failures;
+      if (failures == 1 || failures % 10 == 0) {
+        MD_LOG_WARN("monitor", spec_.id << ": " << e.what() << " (attempt " << failures << ", next in " << delay_ms << " ms)");
+      }
+      if (ever_connected) outage_begins(e.what());
+      if (spec_.reconnect.max_attempts > 0 && failures >= spec_.reconnect.max_attempts) {
+        set_state(State::kFailed, std::string(e.what()) + " (gave up after " + std::to_string(failures) + " attempts)");
+        return;
+      }
+      if (!sleep_ms(delay_ms)) continue;
+      delay_ms = std::min(std::max(1, delay_ms * 2), spec_.reconnect.max_delay_ms);
+      continue;
+    }
+    failures = 0;
+    delay_ms = spec_.reconnect.initial_delay_ms;
+    src->set_connection_hook([this](bool up, const std::string& why) {
+      if (up) {
+        outage_ends();
+        set_state(State::kLive);
+      } else {
+        outage_begins(why);
+      }
+    });
+    outage_ends();
+    const double t_start = unix_now() - epoch_unix_;
+    if (last_t >= 0 && t_start > last_t) {
+      session_->note_gap({last_t, t_start, 0, was_paused ? "paused" : "outage"});
+    }
+    was_paused = false;
+    ever_connected = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      frames_since_connect_ = 0;
+    }
+    set_state(State::kLive);
+    pipeline::SourceOptions options;
+    options.video = video_;
+    options.t_start_sec = t_start;
+    run_t_start_.store(std::max(t_start, session_->next_frame_time()));
+    options.on_frame = [this](const pipeline::FrameNews& news) { on_frame(news); };
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_.load() || paused_.load()) continue;
+      run_ = runtime_.add_source(std::move(src), *session_, options);
+    }
+    run_->wait();
+    std::exception_ptr error = run_->error();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pipeline::PerceptionStats s = run_->stats();
+      closed_.n_frames_sampled += s.n_frames_sampled;
+      closed_.n_frames_dropped += s.n_frames_dropped;
+      closed_.n_frames_encoded += s.n_frames_encoded;
+      run_.reset();
+    }
+    last_t = session_->next_frame_time() - 1.0;  // the newest frame's time
+    if (stop_.load()) break;
+    if (paused_.load()) continue;
+    if (error) {
+      std::string why;
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        why = e.what();
+      }
+      if (video::classify_input(spec_.url) != video::InputKind::kLive) {
+        set_state(State::kFailed, why);  // a file that cannot be read will not get better
+        return;
+      }
+      outage_begins(why);
+      if (spec_.reconnect.max_attempts > 0) {  // the source already used its attempts
+        set_state(State::kFailed, why);
+        return;
+      }
+      sleep_ms(delay_ms);
+      continue;
+    }
+    if (video::classify_input(spec_.url) == video::InputKind::kLive) {
+      outage_begins("the stream ended");
+      sleep_ms(delay_ms);
+      continue;
+    }
+    set_state(State::kEnded, spec_.sampler.frames > 0 ? "the frame limit was reached" : "the file ended");
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  in_outage_ = false;
+}
+
+void Camera::on_frame(const pipeline::FrameNews& news) {
+  auto snap = session_->snapshot();
+  bool news_worthy = false;
+  // No window compared (the first frame, or a pipeline without temporal merging): no news.
+  const double novelty =
+      news.n_windows_compared > 0 ? double(news.n_windows_changed) / double(news.n_windows_compared) : 0.0;
+  const double now = unix_now();
+  MD_LOG_DEBUG("monitor", spec_.id << ": frame " << news.seq << " at " << news.t_sec << " s: " << news.n_windows_changed
+                                   << " of " << news.n_windows_compared << " windows unlike the memory (novelty "
+                                   << novelty << "), " << news.n_folded << " of " << news.n_patch_tokens
+                                   << " patch tokens folded into it");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    counters_.peak_memory_tokens = std::max(counters_.peak_memory_tokens, snap->n_tokens);
+    counters_.peak_memory_bytes = std::max(counters_.peak_memory_bytes, snap->bytes);
+    counters_.last_novelty = novelty;
+    counters_.newest_frame_unix = unix_of(news.t_sec);
+    ++frames_since_connect_;
+    if (news.after_gap) frames_since_connect_ = 1;
+    if (frames_since_connect_ > scene_.warmup_frames && novelty >= scene_.threshold &&
+        now - last_scene_unix_ >= scene_.cooldown_sec) {
+      news_worthy = true;
+      last_scene_unix_ = now;
+      ++counters_.n_scene_changes;
+    }
+  }
+  if (!news_worthy) return;
+  emit_({{"type", "scene_change"},
+         {"source", spec_.id},
+         {"frame", news.seq},
+         {"t_sec", news.t_sec},
+         {"stream_sec", news.t_sec - run_t_start_.load()},
+         {"frame_utc", iso_utc(unix_of(news.t_sec))},
+         {"share", novelty},
+         {"threshold", scene_.threshold}});
+  if (on_scene_) on_scene_(*this, novelty);
+}
+
+}  // namespace mustdrop::app::monitor
