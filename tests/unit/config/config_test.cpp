@@ -1,6 +1,7 @@
 // Config loading: configs/default.yaml, round trips, file:line:col errors and --set overrides.
 #include "config/config.h"
 #include "config/job_config.h"
+#include "config/monitor_config.h"
 #include "config/pipeline_config.h"
 
 #include <gtest/gtest.h>
@@ -529,6 +530,106 @@ TEST(JobYaml, OverridesAndErrorsNameTheKey) {
   }
   EXPECT_THROW(load_job_string("replay: live\n", "job.yaml"), ConfigError);
   EXPECT_THROW(load_job_string("workers: 1\n", "job.yaml", {"dataset.colour=red"}), ConfigError);
+}
+
+// Key paths of a YAML file, list elements as "key[]" (each element's keys once).
+void collect_list_paths(const YAML::Node& node, const std::string& prefix, std::set<std::string>& out) {
+  for (const auto& kv : node) {
+    std::string path = prefix.empty() ? kv.first.Scalar() : prefix + "." + kv.first.Scalar();
+    if (kv.second.IsMap()) {
+      collect_list_paths(kv.second, path, out);
+    } else if (kv.second.IsSequence() && kv.second.size() > 0 && kv.second[0].IsMap()) {
+      for (const auto& element : kv.second) collect_list_paths(element, path + "[]", out);
+    } else {
+      out.insert(path);
+    }
+  }
+}
+
+TEST(MonitorYaml, TheShippedFileLoadsAndShowsEveryMonitorKeyWithAComment) {
+  const std::string path = std::string(MUSTDROP_SOURCE_DIR) + "/configs/monitor.yaml";
+  MonitorConfig m = load_monitor(path);
+  ASSERT_EQ(m.sources.size(), 2u);
+  EXPECT_EQ(m.sources[0].id, "door");
+  EXPECT_EQ(m.sources[1].sampler.kind, "fps");
+  EXPECT_EQ(m.sources[1].transport, "tcp");  // not in the file: the default
+  ASSERT_EQ(m.questions.size(), 2u);
+  EXPECT_EQ(m.questions[1].on, "scene_change");
+  EXPECT_TRUE(m.questions[1].sources.empty());
+  EXPECT_EQ(m.http.bind, "127.0.0.1");
+  std::set<std::string> present;
+  collect_list_paths(YAML::LoadFile(path), "", present);
+  for (const auto& key : monitor_key_paths()) {
+    bool shared = false;  // sections of configs/default.yaml: the file shows the usual keys only
+    for (const char* section : {"model.", "video.", "generation.", "memory.", "threads."}) {
+      shared = shared || key.rfind(section, 0) == 0;
+    }
+    if (!shared) EXPECT_TRUE(present.count(key)) << path << " lacks " << key;
+  }
+  EXPECT_GT(expect_comment_on_every_value(path), 0);
+}
+
+TEST(MonitorYaml, ListsOfSectionsDecodeStrictlyAndTakeOverrides) {
+  const std::string yaml =
+      "sources:\n"
+      "  - id: a\n"
+      "    url: a.mp4\n"
+      "  - id: b\n"
+      "    url: rtsp://h/b\n"
+      "    sampler: {kind: fps, fps: 2}\n"
+      "questions:\n"
+      "  - id: q\n"
+      "    text: hi\n"
+      "    every_sec: 5\n";
+  MonitorConfig m = load_monitor_string(yaml, "m.yaml", {"sources.1.sampler.fps=4", "sources.0.loop=true", "http.port=0"});
+  EXPECT_EQ(m.sources[1].sampler.fps, 4);
+  EXPECT_EQ(m.sources[1].sampler.kind, "fps");
+  EXPECT_TRUE(m.sources[0].loop);
+  EXPECT_FALSE(m.sources[1].loop);
+  EXPECT_EQ(m.sources[0].sampler.kind, "interval");  // each element starts from the defaults
+  EXPECT_EQ(m.http.port, 0);
+  // The printed form loads back to the same thing.
+  MonitorConfig again = load_monitor_string(to_yaml(m), "printed");
+  EXPECT_EQ(to_yaml(again), to_yaml(m));
+  // A whole list replaced from --set.
+  MonitorConfig one = load_monitor_string(yaml, "m.yaml", {"sources=[{id: c, url: c.mp4}]", "questions=[]"});
+  ASSERT_EQ(one.sources.size(), 1u);
+  EXPECT_EQ(one.sources[0].id, "c");
+
+  std::string e = error_of([&] { load_monitor_string(yaml + "    evry_sec: 1\n", "m.yaml"); });
+  EXPECT_NE(e.find("m.yaml:11:"), std::string::npos) << e;
+  EXPECT_NE(e.find("questions[0].evry_sec"), std::string::npos) << e;
+  EXPECT_NE(e.find("did you mean 'every_sec'"), std::string::npos) << e;
+  e = error_of([&] { load_monitor_string("sources:\n  - id: a\n    url: x\n    sampler: {kind: uniform}\n", "m.yaml"); });
+  EXPECT_NE(e.find("m.yaml:4:"), std::string::npos) << e;
+  EXPECT_NE(e.find("sources[0].sampler.kind"), std::string::npos) << e;
+  e = error_of([&] { load_monitor_string("sources:\n  - a.mp4\n", "m.yaml"); });
+  EXPECT_NE(e.find("sources[0]: expected a section"), std::string::npos) << e;
+  e = error_of([&] { load_monitor_string(yaml, "m.yaml", {"sources.2.url=x"}); });
+  EXPECT_NE(e.find("expected an index 0..1"), std::string::npos) << e;
+}
+
+TEST(MonitorYaml, IdsTriggersAndSourcesAreChecked) {
+  const std::string two = "sources:\n  - {id: a, url: a.mp4}\n  - {id: b, url: b.mp4}\n";
+  EXPECT_NE(error_of([&] { load_monitor_string("http: {port: 0}\n", "m.yaml"); }).find("at least one source"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { load_monitor_string("sources:\n  - {id: a, url: x}\n  - {id: a, url: y}\n", "m.yaml"); })
+                .find("'a' names two sources"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { load_monitor_string("sources:\n  - {id: 'a b', url: x}\n", "m.yaml"); }).find("sources[0].id"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { load_monitor_string("sources:\n  - {id: a}\n", "m.yaml"); }).find("sources[0].url"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { load_monitor_string(two + "questions:\n  - {id: q, text: hi}\n", "m.yaml"); }).find("no trigger"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              load_monitor_string(two + "questions:\n  - {id: q, text: hi, every_sec: 1, sources: [c]}\n", "m.yaml");
+            }).find("unknown source 'c'"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { load_monitor_string(two + "questions:\n  - {id: q, text: hi, on: motion}\n", "m.yaml"); })
+                .find("questions[0].on"),
+            std::string::npos);
+  EXPECT_NO_THROW(load_monitor_string(two + "questions:\n  - {id: q, text: hi, on: scene_change, sources: [b]}\n", "m.yaml"));
 }
 
 }  // namespace

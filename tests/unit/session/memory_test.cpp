@@ -15,6 +15,7 @@
 #include "prune/chain.h"
 #include "session/frame_memory.h"
 #include "session/prefix_cache.h"
+#include "model/kv_cache.h"
 #include "session/session.h"
 #include "support/test_support.h"
 
@@ -173,6 +174,63 @@ void expect_prefix_matches_memory(const model::VisionLanguageModel& m, int prefi
   ASSERT_EQ(snap.prefix->size(), fresh.state().size());
   EXPECT_LE(rel_diff(snap.prefix->keys(0), fresh.state().keys(0)), 1e-5);
   EXPECT_LE(rel_diff(snap.prefix->values(0), fresh.state().values(0)), 1e-5);
+}
+
+// ---- grounding: where an answer looked ----
+
+TEST(Grounding, SharesEqualTheLastRowsAttentionComputedDirectly) {
+  c10::InferenceMode guard;
+  auto m = random_model(4096);
+  Session session(*m);
+  session.ground_answers(true);
+  const int n_frames = 4, per_frame = 24;
+  for (int f = 0; f < n_frames; ++f) session.add_frame(synthetic_frame(*m, f, per_frame, 0));
+  auto snap = session.snapshot();
+  model::GenerationOptions o;
+  o.max_new_tokens = 1;
+  const std::string question = "what happened near the door";
+  AnswerStats st = session.answer(*snap, question, o, nullptr);
+  ASSERT_FALSE(st.grounding.empty());
+
+  // Independently: the whole prompt through the LLM once, asking the last layer for the last row.
+  model::PromptLayout layout = m->build_prompt(question, snap->n_tokens, snap->media());
+  const int64_t n = static_cast<int64_t>(layout.ids.size()), n_text = n - layout.text_begin();
+  at::Tensor positions = at::cat({at::arange(layout.vision_begin, at::kLong), snap->positions(),
+                                  at::arange(snap->next_position, snap->next_position + n_text, at::kLong)});
+  model::DenseKvCache cache(m->llm().n_layers());
+  model::LlmForward f;
+  f.hidden = m->embed_prompt(layout, snap->vision());
+  f.positions = positions;
+  f.cache = &cache;
+  const int last = m->llm().n_layers() - 1;
+  f.attention_rows[last] = {n - 1};
+  model::LlmOutput out = m->llm().forward(f);
+  at::Tensor row = out.attention.at(last)[0].to(at::kDouble);
+  std::vector<double> per_frame_mass(n_frames, 0.0);
+  double total = 0;
+  std::vector<prune::TokenInfo> ledger = snap->ledger();
+  for (size_t i = 0; i < ledger.size(); ++i) {
+    double w = row[layout.vision_begin + int64_t(i)].item<double>();
+    per_frame_mass[size_t(ledger[i].frame_seq)] += w;
+    total += w;
+  }
+  std::vector<int> order(n_frames);
+  for (int i = 0; i < n_frames; ++i) order[size_t(i)] = i;
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return per_frame_mass[size_t(a)] > per_frame_mass[size_t(b)]; });
+  ASSERT_EQ(st.grounding.size(), 3u);  // the three largest of four frames
+  for (size_t k = 0; k < 3; ++k) {
+    const int frame = order[k];
+    EXPECT_DOUBLE_EQ(st.grounding[k].t_from_sec, double(frame)) << k;
+    EXPECT_DOUBLE_EQ(st.grounding[k].t_to_sec, double(frame)) << k;
+    EXPECT_NEAR(st.grounding[k].share, per_frame_mass[size_t(frame)] / total, 1e-5) << k;
+    EXPECT_EQ(st.grounding[k].n_tokens, per_frame);
+  }
+  // Without grounding nothing is reported and nothing else changes.
+  session.ground_answers(false);
+  AnswerStats plain = session.answer(*snap, question, o, nullptr);
+  EXPECT_TRUE(plain.grounding.empty());
+  EXPECT_EQ(plain.ids, st.ids);
+  EXPECT_LT(rel_diff(plain.first_logits, st.first_logits), 1e-5);
 }
 
 TEST(FrameMemory, BytesStayUnderTheBudgetOverAStreamTenTimesItsSize) {
