@@ -10,7 +10,9 @@
 
 #include "core/sysinfo.h"
 #include "model/presets.h"
+#include "config/pipeline_config.h"
 #include "pipeline/runtime.h"
+#include "prune/chain.h"
 #include "support/test_support.h"
 #include "video/source.h"
 
@@ -154,6 +156,44 @@ TEST(Runtime, AStoppedSourceEndsAndItsLaneServesTheNext) {
     EXPECT_LT(memory->frames[i - 1]->t_sec, memory->frames[i]->t_sec);
   }
   EXPECT_EQ(memory->frames.back()->seq, first_count + static_cast<int64_t>(clip().frames.size()) - 1);
+}
+
+// Each frame's news reaches the callback once, in order, at the start time asked for; the
+// novelty counts come from temporal merging (none for the first frame, nothing compared twice).
+TEST(Runtime, FrameNewsOncePerFrameInOrderFromTheStartTime) {
+  config::PipelineConfig pc = config::load_pipeline(test::source_dir() + "/pipelines/mustdrop.yaml");
+  auto chain = prune::Chain::build(pc, "mustdrop.yaml");
+  Runtime rt(threads(1));
+  session::Session s(tiny(), chain.get());
+  std::vector<FrameNews> news;
+  std::mutex mu;
+  SourceOptions o = every_frame();
+  o.t_start_sec = 100;
+  o.on_frame = [&](const FrameNews& n) {
+    std::lock_guard<std::mutex> lock(mu);
+    news.push_back(n);
+  };
+  auto run = rt.add_source(looped(1), s, o);
+  PerceptionStats st = run->wait();
+  ASSERT_EQ(static_cast<int64_t>(news.size()), st.n_frames_encoded);
+  ASSERT_EQ(news.size(), clip().frames.size());
+  const int grid = tiny().tower().grid(tiny().image_size());
+  for (size_t i = 0; i < news.size(); ++i) {
+    EXPECT_EQ(news[i].seq, static_cast<int64_t>(i));
+    EXPECT_NEAR(news[i].t_sec, 100 + clip().frames[i].t_sec - clip().frames[0].t_sec, 1e-6);
+    EXPECT_EQ(news[i].n_patch_tokens, int64_t(grid) * grid);
+    EXPECT_LE(news[i].n_windows_changed, news[i].n_windows_compared);
+    EXPECT_LE(news[i].n_kept, news[i].n_patch_tokens + 1);  // 0 when the whole frame folded into earlier ones
+    if (i == 0) {
+      EXPECT_EQ(news[i].n_windows_compared, 0) << "the first frame has nothing to be compared with";
+    } else {
+      const int per_side = grid / pc.mustdrop.lsm.window;
+      EXPECT_GT(news[i].n_windows_compared, 0);
+      EXPECT_LE(news[i].n_windows_compared, int64_t(per_side) * per_side);
+    }
+  }
+  // The session's times continue from there.
+  EXPECT_NEAR(s.snapshot()->t_last_sec, news.back().t_sec, 1e-9);
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 #include <map>
 #include <sstream>
 
+#include <chrono>
+
 #include "clips.h"
 #include "core/error.h"
 #include "video/source.h"
@@ -368,6 +370,52 @@ TEST(RealClips, GzippedH264WithAudio) {
   }
   // box.mp4 stamps decode order on a B-frame stream: the reader repairs 303 of its times.
   EXPECT_GT(ffprobe_frames(opencv_clip("opencv4/html/box.mp4")).n_repairs, 100);
+}
+
+// A file played as a camera: looped with times and indices that keep rising, and no frame
+// delivered before its time since the first one.
+TEST(PacedSource, LoopsWithRisingTimesAndKeepsRealTime) {
+  const std::string clip = h264_mp4();
+  std::vector<double> once;
+  {
+    auto plain = video::open_source(clip, config::VideoConfig{});
+    while (auto f = plain->next()) once.push_back(f->t_sec);
+  }
+  ASSERT_GE(once.size(), 10u);
+  auto looped = video::make_paced_source(video::open_source(clip, config::VideoConfig{}), false, true);
+  std::vector<video::Frame> got;
+  for (size_t i = 0; i < 2 * once.size() + 3; ++i) {
+    auto f = looped->next();
+    ASSERT_TRUE(f) << i;
+    got.push_back(std::move(*f));
+  }
+  const double period = once[1] - once[0];
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].index, static_cast<int64_t>(i));
+    const size_t pass = i / once.size(), k = i % once.size();
+    // Pass p starts one frame period after the last frame of pass p - 1.
+    const double expected = (once[k] - once[0]) + pass * (once.back() - once[0] + period);
+    EXPECT_NEAR(got[i].t_sec, expected, 1e-6) << i;
+  }
+  // Not looped: ends with the file.
+  auto once_only = video::make_paced_source(video::open_source(clip, config::VideoConfig{}), false, false);
+  size_t n = 0;
+  while (once_only->next()) ++n;
+  EXPECT_EQ(n, once.size());
+  // Real time: the frame at t arrives no sooner than t after the first (a lower bound only).
+  auto realtime = video::make_paced_source(video::open_source(clip, config::VideoConfig{}), true, false);
+  auto t0 = std::chrono::steady_clock::now();
+  double last_t = 0, first_t = -1;
+  for (int i = 0; i < 8; ++i) {
+    auto f = realtime->next();
+    ASSERT_TRUE(f);
+    if (first_t < 0) {
+      first_t = f->t_sec;
+      t0 = std::chrono::steady_clock::now();
+    }
+    last_t = f->t_sec;
+  }
+  EXPECT_GE(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), last_t - first_t - 0.005);
 }
 
 }  // namespace
