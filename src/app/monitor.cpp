@@ -140,7 +140,13 @@ class Monitor {
     shutdown();
     if (scheduler.joinable()) scheduler.join();
     if (input.joinable()) input.join();
-    return kExitOk;
+    // Nothing could ever be read: that is an input error, not a quiet success.
+    std::string failures;
+    for (const auto& cam : cameras_) {
+      if (cam->ever_live() || cam->state() != monitor::State::kFailed) return kExitOk;
+      failures += "\n  " + cam->id() + ": " + cam->failure();
+    }
+    throw InputError("no source could be read:" + failures);
   }
 
  private:
@@ -169,18 +175,20 @@ class Monitor {
   // while, then cancel what is left; every answer is recorded; a summary closes the file.
   void shutdown() {
     MD_LOG_INFO("monitor", "stopping (" << stop_reason_ << ")");
-    if (server_) server_->stop();
     for (auto& cam : cameras_) cam->stop();
     for (auto& cam : cameras_) cam->join();
     {
+      // New questions are refused now (HTTP: 503); those asked before may finish.
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait_for(lock, std::chrono::duration<double>(args_.grace_sec), [&] { return in_flight_ == 0; });
     }
+    if (server_) server_->stop();  // open HTTP answers are cancelled
     runtime_->stop();  // answers still running end now (recorded as interrupted)
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return in_flight_ == 0; });
     }
+    summarise_evictions();
     json sources = json::object();
     for (auto& cam : cameras_) sources[cam->id()] = cam->status();
     emit({{"type", "stop"},
@@ -615,7 +623,7 @@ class Monitor {
       m.set("mustdrop_reconnects_total", l, double(c.n_reconnects));
       m.set("mustdrop_outages_total", l, double(c.n_outages));
       for (auto s : {monitor::State::kConnecting, monitor::State::kLive, monitor::State::kLost, monitor::State::kPaused,
-                     monitor::State::kEnded, monitor::State::kFailed}) {
+                     monitor::State::kEnded, monitor::State::kFailed, monitor::State::kStopped}) {
         m.set("mustdrop_source_state", {{"source", cam->id()}, {"state", state_name(s)}}, c.state == s ? 1 : 0);
       }
       m.set("mustdrop_lag_seconds", l,
@@ -647,10 +655,30 @@ class Monitor {
       rss_warm_ = rss_bytes();
       emit({{"type", "warm"}, {"frames_encoded", encoded}, {"rss_bytes", rss_warm_}});
     }
+    if (Clock::now() - last_evictions_ >= std::chrono::seconds(kEvictionSummarySec)) {
+      last_evictions_ = Clock::now();
+      summarise_evictions();
+    }
     const double interval = config_.metrics_interval_sec;
     const bool due = interval > 0 && Clock::now() - last_metrics >= std::chrono::duration<double>(interval);
     if (!due) return;
     last_metrics = Clock::now();
+    for (auto& cam : cameras_) {
+      auto snap = cam->session().snapshot();
+      monitor::CameraCounters c = cam->counters();
+      json st = cam->status();
+      MD_LOG_INFO("metrics", cam->id() << ": " << state_name(c.state) << ", frames " << c.n_frames_decoded << " decoded / "
+                                       << c.n_frames_sampled << " sampled / " << c.n_frames_encoded << " encoded / "
+                                       << c.n_frames_dropped << " dropped, lag " << st.value("lag_sec", 0.0)
+                                       << " s, memory " << snap->n_tokens << " tokens " << snap->bytes / 1024 << " KiB, "
+                                       << c.n_reconnects << " reconnects, " << c.n_scene_changes << " scene changes, answers "
+                                       << c.n_answered << " (missed " << c.n_missed << ")");
+      emit({{"type", "metrics"}, {"source", cam->id()}, {"status", st}, {"rss_bytes", rss_bytes()}});
+    }
+  }
+
+  // One event per source with the evictions since the last one (a busy camera evicts every frame).
+  void summarise_evictions() {
     for (auto& cam : cameras_) {
       auto snap = cam->session().snapshot();
       int64_t& seen = evictions_seen_[cam->id()];
@@ -666,15 +694,6 @@ class Monitor {
         seen = snap->n_evictions;
         tokens_seen = snap->n_evicted_tokens;
       }
-      monitor::CameraCounters c = cam->counters();
-      json st = cam->status();
-      MD_LOG_INFO("metrics", cam->id() << ": " << state_name(c.state) << ", frames " << c.n_frames_decoded << " decoded / "
-                                       << c.n_frames_sampled << " sampled / " << c.n_frames_encoded << " encoded / "
-                                       << c.n_frames_dropped << " dropped, lag " << st.value("lag_sec", 0.0)
-                                       << " s, memory " << snap->n_tokens << " tokens " << snap->bytes / 1024 << " KiB, "
-                                       << c.n_reconnects << " reconnects, " << c.n_scene_changes << " scene changes, answers "
-                                       << c.n_answered << " (missed " << c.n_missed << ")");
-      emit({{"type", "metrics"}, {"source", cam->id()}, {"status", st}, {"rss_bytes", rss_bytes()}});
     }
   }
 
@@ -702,7 +721,9 @@ class Monitor {
   std::set<std::string> running_;  // question + source of triggered askings being answered
   std::map<std::string, Clock::time_point> last_scene_ask_;
   int64_t rss_warm_ = 0;
-  std::map<std::string, int64_t> evictions_seen_, evicted_tokens_seen_;
+  static constexpr int kEvictionSummarySec = 10;
+  Clock::time_point last_evictions_ = Clock::now();
+  std::map<std::string, int64_t> evictions_seen_, evicted_tokens_seen_;  // main thread only
   std::mutex out_mu_;  // stdout
 };
 

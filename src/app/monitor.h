@@ -14,17 +14,20 @@
 #include <nlohmann/json.hpp>
 
 #include "config/monitor_config.h"
+#include "core/timing.h"
 #include "pipeline/runtime.h"
 #include "session/session.h"
 
 namespace mustdrop::app::monitor {
 
-enum class State { kConnecting, kLive, kLost, kPaused, kEnded, kFailed };
+enum class State { kConnecting, kLive, kLost, kPaused, kEnded, kFailed, kStopped };
 const char* state_name(State s);
+// `text` with the user:password@ of every URL in it replaced by ***@ (status and events never show
+// a camera's credentials).
+std::string redact_url(const std::string& text);
 
-// Wall-clock seconds since the Unix epoch, and their ISO-8601 UTC form.
-double unix_now();
-std::string iso_utc(double unix_sec);
+using mustdrop::unix_now;
+inline std::string iso_utc(double unix_sec) { return iso8601_utc(unix_sec); }
 
 // Counters of one camera (a copy, for metrics and status).
 struct CameraCounters {
@@ -67,6 +70,12 @@ class Camera {
   const session::Session& session() const { return *session_; }
   State state() const { return state_.load(); }
   bool finished() const;  // ended, failed or stopped: no more frames will come
+  bool ever_live() const { return ever_live_.load(); }
+  // Why the source failed ("" unless it did).
+  std::string failure() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failure_;
+  }
   CameraCounters counters() const;
   void count_answer(bool answered);
   // State, memory span (session seconds and UTC), counters, memory budget.
@@ -98,6 +107,7 @@ class Camera {
   std::atomic<bool> stop_{false};
   std::atomic<bool> paused_{false};
   std::atomic<int64_t> n_decoded_{0};
+  std::atomic<bool> ever_live_{false};
   std::atomic<double> run_t_start_{0};  // session time of the current connection's first frame
   std::thread thread_;
   mutable std::mutex mu_;  // counters, run_, outage
@@ -110,6 +120,7 @@ class Camera {
   bool in_outage_ = false;
   double outage_start_unix_ = 0;
   std::string outage_reason_;
+  std::string failure_;
 };
 
 }  // namespace mustdrop::app::monitor

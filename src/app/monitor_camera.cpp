@@ -42,6 +42,18 @@ class Counted : public video::Source {
 
 }  // namespace
 
+std::string redact_url(const std::string& text) {
+  std::string out = text;
+  for (size_t scheme = out.find("://"); scheme != std::string::npos; scheme = out.find("://", scheme + 3)) {
+    const size_t host = scheme + 3;
+    const size_t end = out.find_first_of("/ \t\n\"'", host);
+    const size_t at = out.rfind('@', end == std::string::npos ? out.size() : end);
+    if (at == std::string::npos || at < host) continue;
+    out.replace(host, at - host, "***");
+  }
+  return out;
+}
+
 const char* state_name(State s) {
   switch (s) {
     case State::kConnecting:
@@ -56,23 +68,10 @@ const char* state_name(State s) {
       return "ended";
     case State::kFailed:
       return "failed";
+    case State::kStopped:
+      return "stopped";
   }
   return "unknown";
-}
-
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-std::string iso_utc(double unix_sec) {
-  std::time_t whole = static_cast<std::time_t>(std::floor(unix_sec));
-  int ms = static_cast<int>((unix_sec - std::floor(unix_sec)) * 1000);
-  std::tm tm{};
-  gmtime_r(&whole, &tm);
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, std::min(ms, 999));
-  return buf;
 }
 
 Camera::Camera(const config::MonitorSource& spec, const config::MonitorConfig& config,
@@ -127,7 +126,7 @@ bool Camera::resume() {
 
 bool Camera::finished() const {
   State s = state_.load();
-  return s == State::kEnded || s == State::kFailed || (stop_.load() && !thread_.joinable());
+  return s == State::kEnded || s == State::kFailed || s == State::kStopped;
 }
 
 double Camera::sample_rate() const {
@@ -161,7 +160,7 @@ nlohmann::json Camera::status() const {
   CameraCounters c = counters();
   auto snap = session_->snapshot();
   nlohmann::json j = {{"id", spec_.id},
-                      {"url", spec_.url},
+                      {"url", redact_url(spec_.url)},
                       {"state", state_name(c.state)},
                       {"frames", {{"decoded", c.n_frames_decoded},
                                   {"sampled", c.n_frames_sampled},
@@ -189,8 +188,12 @@ nlohmann::json Camera::status() const {
 void Camera::set_state(State s, const std::string& why) {
   State old = state_.exchange(s);
   if (old == s) return;
+  if (s == State::kFailed) {
+    std::lock_guard<std::mutex> lock(mu_);
+    failure_ = redact_url(why);
+  }
   nlohmann::json e = {{"type", "state"}, {"source", spec_.id}, {"from", state_name(old)}, {"to", state_name(s)}};
-  if (!why.empty()) e["reason"] = why;
+  if (!why.empty()) e["reason"] = redact_url(why);
   MD_LOG_INFO("monitor", spec_.id << ": " << state_name(old) << " -> " << state_name(s)
                                   << (why.empty() ? "" : " (" + why + ")"));
   emit_(std::move(e));
@@ -206,7 +209,7 @@ void Camera::outage_begins(const std::string& why) {
     ++counters_.n_outages;
   }
   set_state(State::kLost, why);
-  emit_({{"type", "outage_start"}, {"source", spec_.id}, {"reason", why}});
+  emit_({{"type", "outage_start"}, {"source", spec_.id}, {"reason", redact_url(why)}});
 }
 
 void Camera::outage_ends() {
@@ -228,7 +231,7 @@ void Camera::outage_ends() {
          {"started", iso_utc(start)},
          {"seconds", seconds},
          {"frames_missed", missed},
-         {"reason", why}});
+         {"reason", redact_url(why)}});
 }
 
 bool Camera::sleep_ms(int ms) {
@@ -250,6 +253,9 @@ void Camera::supervise() {
   bool ever_connected = false;
   bool was_paused = false;
   double last_t = -1;
+  // Remote inputs come back by themselves; a local file or directory that fails will not.
+  const video::InputKind kind = video::classify_input(spec_.url);
+  const bool remote = kind == video::InputKind::kLive || kind == video::InputKind::kNetworkFile;
   while (!stop_.load()) {
     if (paused_.load()) {
       was_paused = true;
@@ -266,6 +272,10 @@ void Camera::supervise() {
       ++failures;
       if (failures == 1 || failures % 10 == 0) {
         MD_LOG_WARN("monitor", spec_.id << ": " << e.what() << " (attempt " << failures << ", next in " << delay_ms << " ms)");
+      }
+      if (!remote) {
+        set_state(State::kFailed, e.what());
+        return;
       }
       if (ever_connected) outage_begins(e.what());
       if (spec_.reconnect.max_attempts > 0 && failures >= spec_.reconnect.max_attempts) {
@@ -293,6 +303,7 @@ void Camera::supervise() {
     }
     was_paused = false;
     ever_connected = true;
+    ever_live_.store(true);
     {
       std::lock_guard<std::mutex> lock(mu_);
       frames_since_connect_ = 0;
@@ -300,6 +311,10 @@ void Camera::supervise() {
     set_state(State::kLive);
     pipeline::SourceOptions options;
     options.video = video_;
+    if (spec_.sampler.frames > 0) {  // the limit counts over reconnections
+      std::lock_guard<std::mutex> lock(mu_);
+      options.video.sampler.frames = static_cast<int>(std::max<int64_t>(1, spec_.sampler.frames - closed_.n_frames_sampled));
+    }
     options.t_start_sec = t_start;
     run_t_start_.store(std::max(t_start, session_->next_frame_time()));
     options.on_frame = [this](const pipeline::FrameNews& news) { on_frame(news); };
@@ -321,6 +336,14 @@ void Camera::supervise() {
     last_t = session_->next_frame_time() - 1.0;  // the newest frame's time
     if (stop_.load()) break;
     if (paused_.load()) continue;
+    if (spec_.sampler.frames > 0 && !error) {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (closed_.n_frames_sampled >= spec_.sampler.frames) {
+        lock.unlock();
+        set_state(State::kEnded, "the frame limit was reached");
+        return;
+      }
+    }
     if (error) {
       std::string why;
       try {
@@ -328,8 +351,8 @@ void Camera::supervise() {
       } catch (const std::exception& e) {
         why = e.what();
       }
-      if (video::classify_input(spec_.url) != video::InputKind::kLive) {
-        set_state(State::kFailed, why);  // a file that cannot be read will not get better
+      if (!remote) {
+        set_state(State::kFailed, why);  // a local file that cannot be read will not get better
         return;
       }
       outage_begins(why);
@@ -340,16 +363,19 @@ void Camera::supervise() {
       sleep_ms(delay_ms);
       continue;
     }
-    if (video::classify_input(spec_.url) == video::InputKind::kLive) {
+    if (kind == video::InputKind::kLive) {
       outage_begins("the stream ended");
       sleep_ms(delay_ms);
       continue;
     }
-    set_state(State::kEnded, spec_.sampler.frames > 0 ? "the frame limit was reached" : "the file ended");
+    set_state(State::kEnded, "the file ended");
     return;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  in_outage_ = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_outage_ = false;
+  }
+  set_state(State::kStopped, "the monitor is stopping");
 }
 
 void Camera::on_frame(const pipeline::FrameNews& news) {

@@ -18,25 +18,12 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/timing.h"
 
 namespace mustdrop::serve {
 namespace {
 
 std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-// "2026-12-01T09:59:26.123Z" for the current time.
-std::string utc_now_iso8601() {
-  using namespace std::chrono;
-  const int64_t ms_total = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-  const auto secs = static_cast<time_t>(ms_total / 1000);
-  const int ms = static_cast<int>(ms_total % 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-  return buf;
-}
 
 // Offset just past the last '\n' in the first `size` bytes of `fd` (0 when there is none);
 // -1 with errno set when reading fails.
@@ -174,7 +161,7 @@ void EventLog::write(nlohmann::json event) {
   std::lock_guard<std::mutex> lock(mutex_);
   // Stamped under the lock so that seq and ts follow the order of the lines in the file.
   const int64_t seq = next_seq_++;
-  if (!event.contains("ts")) event["ts"] = utc_now_iso8601();
+  if (!event.contains("ts")) event["ts"] = iso8601_utc(unix_now());
   if (!event.contains("seq")) event["seq"] = seq;
   // Invalid UTF-8 (a model can split a character across tokens) becomes U+FFFD, never a throw.
   std::string line = event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -402,6 +402,17 @@ TEST(Monitor, BadConfigNamesTheFileAndKey) {
   r = mustdrop({"monitor", path, "--no-interactive"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("unknown source 'b'"), std::string::npos) << r.err;
+  // A file that is not there: the source fails at once (no retrying a local path forever), the
+  // events say why, and with nothing ever read the exit is an input error naming the file.
+  const std::string events = temp_dir() + "/missing.jsonl";
+  const std::string missing = temp_dir() + "/no-such-clip.mp4";
+  std::string config = write_config("missing", file_source("gone", missing, true, false, 1), "http:\n  enabled: false\n", events);
+  r = mustdrop({"monitor", config, "--no-interactive"}, 120);
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_NE(r.err.find(missing), std::string::npos) << r.err;
+  bool failed = false;
+  for (const auto& e : of_type(read_events(events), "state")) failed = failed || e["to"] == "failed";
+  EXPECT_TRUE(failed);
 }
 
 #ifdef MUSTDROP_RTSP_SERVER
@@ -416,7 +427,7 @@ TEST(MonitorRtsp, FirstConnectionSucceedsOnceTheCameraComesUp) {
   const std::string events = temp_dir() + "/late.jsonl";
   std::string config = write_config(
       "late",
-      "  - id: door\n    url: rtsp://127.0.0.1:" + std::to_string(port) +
+      "  - id: door\n    url: rtsp://viewer:s3cret@127.0.0.1:" + std::to_string(port) +
           "/stream\n    sampler: {kind: fps, fps: 2}\n    reconnect: {initial_delay_ms: 200, max_delay_ms: 500}\n",
       "video:\n  live:\n    read_timeout_ms: 1500\n    open_timeout_ms: 2000\n    watchdog_sec: 3\nhttp:\n  port: 0\n",
       events);
@@ -430,10 +441,28 @@ TEST(MonitorRtsp, FirstConnectionSucceedsOnceTheCameraComesUp) {
   ASSERT_EQ(camera.port, port);
   json s = wait_source(c, "door", [](const json& j) { return encoded(j) >= 2; }, 60);
   EXPECT_EQ(s["state"], "live");
+  EXPECT_EQ(s["url"].get<std::string>().find("s3cret"), std::string::npos) << "the status shows the camera's password";
   auto res = c.Post("/v1/chat/completions", chat_body("door", "Is anyone there?", false), "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200) << res->body;
   EXPECT_EQ(mon.stop(), 0);
+}
+
+TEST(MonitorRtsp, AFrameLimitEndsALiveSource) {
+  RtspServer camera = start_rtsp_server();
+  ASSERT_GT(camera.port, 0);
+  const std::string events = temp_dir() + "/limit.jsonl";
+  std::string config = write_config("limit", "  - id: door\n    url: " + camera.url() + "\n    sampler: {kind: fps, fps: 4, frames: 6}\n",
+                                    "http:\n  enabled: false\n", events);
+  ProcResult r = mustdrop({"monitor", config, "--no-interactive"}, 120);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto all = read_events(events);
+  EXPECT_EQ(of_type(all, "outage_start").size(), 0u);
+  auto stop = of_type(all, "stop");
+  ASSERT_EQ(stop.size(), 1u);
+  EXPECT_EQ(stop[0]["reason"], "every source ended");
+  EXPECT_EQ(stop[0]["sources"]["door"]["frames"]["encoded"], 6);
+  EXPECT_EQ(stop[0]["sources"]["door"]["state"], "ended");
 }
 
 TEST(MonitorRtsp, CameraKilledAndRestartedFiveTimes) {
