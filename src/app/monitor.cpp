@@ -63,6 +63,7 @@ json grounding_json(const Camera& cam, const std::vector<session::GroundSpan>& s
 
 class Monitor {
  public:
+  ~Monitor() { clear_stop_handler(); }
   Monitor(const MonitorArgs& args, config::MonitorConfig config)
       : args_(args), config_(std::move(config)), epoch_(unix_now()) {
     config::Config base;
@@ -109,11 +110,14 @@ class Monitor {
           {"questions", config_.questions.size()},
           {"epoch_utc", iso_utc(epoch_)}});
     install_stop_handlers([this] { request_stop("signal"); });
+    if (config_.http.enabled) start_http();  // a port in use fails before any camera connects
     for (auto& cam : cameras_) cam->start();
-    if (config_.http.enabled) start_http();
     std::thread scheduler([this] { schedule_loop(); });
     std::thread input;
-    if (args_.interactive || (!args_.no_interactive && isatty(STDIN_FILENO))) input = std::thread([this] { stdin_loop(); });
+    if (args_.interactive || (!args_.no_interactive && isatty(STDIN_FILENO))) {
+      input_open_ = true;  // before the thread runs: the main loop must not see every source done and leave
+      input = std::thread([this] { stdin_loop(); });
+    }
 
     // Until a signal, --duration, or every source has ended (and its answers are written).
     const auto t_start = Clock::now();
@@ -219,14 +223,17 @@ class Monitor {
     std::future<session::AnswerStats> future;
     try {
       future = runtime_->ask(cam.session(), pipeline::Ask{prompt, o, job.on_text, job.cancel, nullptr});
-    } catch (...) {
+    } catch (const std::exception& e) {  // not queued: refused like a full queue (callers run on plain threads)
+      MD_LOG_WARN("monitor", "cannot queue an answer: " << e.what());
       finish_one();
-      throw;
+      return Submitted::kBusy;
     }
     // A waiter per answer (at most max_in_flight_ of them): records it as it completes.
     // Everything it holds (tensors, the HTTP sink) is released before finish_one(): the monitor
     // may end right after, and nothing of the answer may outlive it.
-    std::thread([this, job = std::move(job), future = std::move(future), asked]() mutable {
+    std::thread waiter;
+    try {
+      waiter = std::thread([this, job = std::move(job), future = std::move(future), asked]() mutable {
       {
         AnswerJob mine = std::move(job);
         std::future<session::AnswerStats> result = std::move(future);
@@ -239,13 +246,23 @@ class Monitor {
         }
         try {
           record(mine, asked, st ? &*st : nullptr, error);
-          if (mine.done) mine.done(st ? &*st : nullptr, error);
         } catch (const std::exception& e) {
           MD_LOG_WARN("monitor", "recording an answer failed: " << e.what());
         }
+        try {  // whoever waits for the answer (a typed line, an HTTP client) hears of it in any case
+          if (mine.done) mine.done(st ? &*st : nullptr, error);
+        } catch (const std::exception& e) {
+          MD_LOG_WARN("monitor", "delivering an answer failed: " << e.what());
+        }
       }
       finish_one();
-    }).detach();
+    });
+    } catch (const std::system_error& e) {  // no thread to be had: refused like a full queue
+      MD_LOG_WARN("monitor", "cannot start an answer: " << e.what());
+      finish_one();
+      return Submitted::kBusy;
+    }
+    waiter.detach();
     return Submitted::kOk;
   }
 
@@ -409,10 +426,6 @@ class Monitor {
   // --- stdin ---
 
   void stdin_loop() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      input_open_ = true;
-    }
     std::cerr << "monitor: type a question for " << cameras_.front()->id() << " (or @id question); Ctrl-D ends input\n";
     std::string buffer;
     char chunk[4096];
@@ -464,7 +477,8 @@ class Monitor {
       std::lock_guard<std::mutex> lock(out_mu_);
       std::cout << piece << std::flush;
     };
-    job.done = [&finished, cam](const session::AnswerStats* st, const std::string& error) {
+    job.done = [this, &finished, cam](const session::AnswerStats* st, const std::string& error) {
+      std::lock_guard<std::mutex> lock(out_mu_);
       if (st) {
         std::cout << std::endl;
         std::cerr << "  (" << cam->id() << ", " << st->memory.n_frames << " frames, ttft "

@@ -89,7 +89,7 @@ class Camera {
   void supervise();
   void set_state(State s, const std::string& why = "");
   void outage_begins(const std::string& why);
-  void outage_ends();
+  void outage_ends(bool at_stop = false);
   void on_frame(const pipeline::FrameNews& news);
   bool sleep_ms(int ms);  // false when stopped or paused meanwhile
   std::unique_ptr<video::Source> open();
@@ -121,6 +121,7 @@ class Camera {
   double outage_start_unix_ = 0;
   std::string outage_reason_;
   std::string failure_;
+  bool stopped_by_pause_ = false;  // pause() stopped the current run
 };
 
 }  // namespace mustdrop::app::monitor

@@ -98,11 +98,17 @@ Camera::~Camera() {
 
 void Camera::start() { thread_ = std::thread([this] { supervise(); }); }
 
+// Never calls into the run while holding mu_: the run's reader thread may be in the connection
+// hook waiting for mu_ while the run holds its own lock to join that thread.
 void Camera::stop() {
   stop_.store(true);
-  std::lock_guard<std::mutex> lock(mu_);
-  if (run_) run_->stop();
-  cv_.notify_all();
+  std::shared_ptr<pipeline::SourceRun> run;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    run = run_;
+    cv_.notify_all();
+  }
+  if (run) run->stop();
 }
 
 void Camera::join() {
@@ -110,15 +116,20 @@ void Camera::join() {
 }
 
 bool Camera::pause() {
-  if (paused_.exchange(true)) return false;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (run_) run_->stop();
-  cv_.notify_all();
+  if (finished() || paused_.exchange(true)) return false;
+  std::shared_ptr<pipeline::SourceRun> run;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    run = run_;
+    stopped_by_pause_ = run != nullptr;  // the supervisor must not take the run's end for the source's
+    cv_.notify_all();
+  }
+  if (run) run->stop();
   return true;
 }
 
 bool Camera::resume() {
-  if (!paused_.exchange(false)) return false;
+  if (finished() || !paused_.exchange(false)) return false;
   std::lock_guard<std::mutex> lock(mu_);
   cv_.notify_all();
   return true;
@@ -134,12 +145,18 @@ double Camera::sample_rate() const {
 }
 
 CameraCounters Camera::counters() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  CameraCounters c = counters_;
+  CameraCounters c;
+  pipeline::PerceptionStats s;
+  std::shared_ptr<pipeline::SourceRun> run;
+  {
+    std::lock_guard<std::mutex> lock(mu_);  // one consistent copy: finished runs and the current one
+    c = counters_;
+    s = closed_;
+    run = run_;
+  }
   c.state = state_.load();
-  pipeline::PerceptionStats s = closed_;
-  if (run_) {
-    pipeline::PerceptionStats now = run_->stats();
+  if (run) {
+    pipeline::PerceptionStats now = run->stats();
     s.n_frames_sampled += now.n_frames_sampled;
     s.n_frames_dropped += now.n_frames_dropped;
     s.n_frames_encoded += now.n_frames_encoded;
@@ -212,7 +229,7 @@ void Camera::outage_begins(const std::string& why) {
   emit_({{"type", "outage_start"}, {"source", spec_.id}, {"reason", redact_url(why)}});
 }
 
-void Camera::outage_ends() {
+void Camera::outage_ends(bool at_stop) {
   double start = 0;
   std::string why;
   {
@@ -226,12 +243,18 @@ void Camera::outage_ends() {
   }
   const double seconds = unix_now() - start;
   const int64_t missed = static_cast<int64_t>(std::floor(seconds * sample_rate()));
-  emit_({{"type", "outage_end"},
-         {"source", spec_.id},
-         {"started", iso_utc(start)},
-         {"seconds", seconds},
-         {"frames_missed", missed},
-         {"reason", redact_url(why)}});
+  if (at_stop) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --counters_.n_reconnects;  // closed by the stop, not regained
+  }
+  nlohmann::json e = {{"type", "outage_end"},
+                      {"source", spec_.id},
+                      {"started", iso_utc(start)},
+                      {"seconds", seconds},
+                      {"frames_missed", missed},
+                      {"reason", redact_url(why)}};
+  if (at_stop) e["at_stop"] = true;  // the monitor stopped before the source came back
+  emit_(std::move(e));
 }
 
 bool Camera::sleep_ms(int ms) {
@@ -286,8 +309,6 @@ void Camera::supervise() {
       delay_ms = std::min(std::max(1, delay_ms * 2), spec_.reconnect.max_delay_ms);
       continue;
     }
-    failures = 0;
-    delay_ms = spec_.reconnect.initial_delay_ms;
     src->set_connection_hook([this](bool up, const std::string& why) {
       if (up) {
         outage_ends();
@@ -318,24 +339,34 @@ void Camera::supervise() {
     options.t_start_sec = t_start;
     run_t_start_.store(std::max(t_start, session_->next_frame_time()));
     options.on_frame = [this](const pipeline::FrameNews& news) { on_frame(news); };
+    std::shared_ptr<pipeline::SourceRun> run;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_.load() || paused_.load()) continue;
-      run_ = runtime_.add_source(std::move(src), *session_, options);
+      run = run_ = runtime_.add_source(std::move(src), *session_, options);
     }
-    run_->wait();
-    std::exception_ptr error = run_->error();
+    const pipeline::PerceptionStats got = run->wait();
+    std::exception_ptr error = run->error();
+    bool by_pause = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      pipeline::PerceptionStats s = run_->stats();
-      closed_.n_frames_sampled += s.n_frames_sampled;
-      closed_.n_frames_dropped += s.n_frames_dropped;
-      closed_.n_frames_encoded += s.n_frames_encoded;
+      closed_.n_frames_sampled += got.n_frames_sampled;
+      closed_.n_frames_dropped += got.n_frames_dropped;
+      closed_.n_frames_encoded += got.n_frames_encoded;
       run_.reset();
+      by_pause = stopped_by_pause_;
+      stopped_by_pause_ = false;
+    }
+    if (got.n_frames_encoded > 0) {  // the backoff starts over only once a connection gave frames
+      failures = 0;
+      delay_ms = spec_.reconnect.initial_delay_ms;
     }
     last_t = session_->next_frame_time() - 1.0;  // the newest frame's time
     if (stop_.load()) break;
-    if (paused_.load()) continue;
+    if (paused_.load() || by_pause) {  // a resume may already have come: reconnect, the gap is a pause
+      was_paused = true;
+      continue;
+    }
     if (spec_.sampler.frames > 0 && !error) {
       std::unique_lock<std::mutex> lock(mu_);
       if (closed_.n_frames_sampled >= spec_.sampler.frames) {
@@ -356,25 +387,25 @@ void Camera::supervise() {
         return;
       }
       outage_begins(why);
-      if (spec_.reconnect.max_attempts > 0) {  // the source already used its attempts
+      ++failures;
+      // A live source gives up only after its own reconnect attempts; a network file counts here.
+      if (spec_.reconnect.max_attempts > 0 && (kind == video::InputKind::kLive || failures >= spec_.reconnect.max_attempts)) {
         set_state(State::kFailed, why);
         return;
       }
-      sleep_ms(delay_ms);
+      if (sleep_ms(delay_ms)) delay_ms = std::min(std::max(1, delay_ms * 2), spec_.reconnect.max_delay_ms);
       continue;
     }
     if (kind == video::InputKind::kLive) {
       outage_begins("the stream ended");
-      sleep_ms(delay_ms);
+      ++failures;
+      if (sleep_ms(delay_ms)) delay_ms = std::min(std::max(1, delay_ms * 2), spec_.reconnect.max_delay_ms);
       continue;
     }
     set_state(State::kEnded, "the file ended");
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    in_outage_ = false;
-  }
+  outage_ends(true);  // an outage still open is closed in the record
   set_state(State::kStopped, "the monitor is stopping");
 }
 
@@ -396,7 +427,7 @@ void Camera::on_frame(const pipeline::FrameNews& news) {
     counters_.last_novelty = novelty;
     counters_.newest_frame_unix = unix_of(news.t_sec);
     ++frames_since_connect_;
-    if (news.after_gap) frames_since_connect_ = 1;
+    if (news.after_outage) frames_since_connect_ = 1;  // dropped frames (a busy encoder) do not restart the warm-up
     if (frames_since_connect_ > scene_.warmup_frames && novelty >= scene_.threshold &&
         now - last_scene_unix_ >= scene_.cooldown_sec) {
       news_worthy = true;

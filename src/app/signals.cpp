@@ -1,6 +1,7 @@
 #include "app/signals.h"
 
 #include <csignal>
+#include <mutex>
 #include <thread>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@ namespace mustdrop::app {
 namespace {
 
 std::atomic<int> g_signals{0};
+std::mutex g_mu;  // g_on_stop: set, cleared and called under it
 std::function<void()> g_on_stop;
 
 void handle(int) {
@@ -17,7 +19,10 @@ void handle(int) {
 }  // namespace
 
 void install_stop_handlers(std::function<void()> on_stop) {
-  g_on_stop = std::move(on_stop);
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    g_on_stop = std::move(on_stop);
+  }
   struct sigaction sa {};
   sa.sa_handler = handle;
   sigemptyset(&sa.sa_mask);
@@ -25,8 +30,14 @@ void install_stop_handlers(std::function<void()> on_stop) {
   sigaction(SIGTERM, &sa, nullptr);
   std::thread([] {
     while (g_signals.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::lock_guard<std::mutex> lock(g_mu);
     if (g_on_stop) g_on_stop();
   }).detach();
+}
+
+void clear_stop_handler() {
+  std::lock_guard<std::mutex> lock(g_mu);  // waits for a call in progress
+  g_on_stop = nullptr;
 }
 
 bool stop_requested() { return g_signals.load() > 0; }

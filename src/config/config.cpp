@@ -501,6 +501,12 @@ void apply_override(Root& config, const std::string& arg) {
     fail(origin, YAML::Mark::null_mark(), "expected KEY=VALUE, e.g. --set video.sampler.frames=16");
   }
   std::string key = trim(arg.substr(0, eq));
+  // "sources[0].url" (as messages print it) is "sources.0.url".
+  for (size_t open = key.find('['); open != std::string::npos; open = key.find('[', open)) {
+    size_t close = key.find(']', open);
+    if (close == std::string::npos) break;
+    key = key.substr(0, open) + "." + key.substr(open + 1, close - open - 1) + key.substr(close + 1);
+  }
   std::vector<std::string> segments;
   std::stringstream ss(key);
   for (std::string segment; std::getline(ss, segment, '.');) segments.push_back(segment);
@@ -537,6 +543,10 @@ class Validator {
   }
   template <class T>
   void operator()(const char* key, std::vector<T>& list) {
+    T fresh;  // an element's defaults, even when the list is empty
+    Validator defaults;
+    defaults.path_ = join_path(path_, key) + "[]";
+    fresh.visit(defaults);
     for (std::size_t i = 0; i < list.size(); ++i) {
       Validator inner;
       inner.path_ = join_path(path_, key) + "[" + std::to_string(i) + "]";
@@ -583,7 +593,9 @@ class Printer {
 
   template <class T>
   void operator()(const char* key, T& member, const Limits&) {
-    out_ << YAML::Key << key << YAML::Value;
+    out_ << YAML::Key;
+    emit(std::string(key));  // quoted where another reader would take it for a boolean ("on")
+    out_ << YAML::Value;
     emit(member);
   }
   template <class T>

@@ -380,11 +380,11 @@ Lane::Lane(flow::graph& g)
         if (m.eos) {
           MD_LOG_DEBUG("pipeline", run->url() << ": end of stream");
         } else if (!m.failed) {
-          run->guarded("memory", [&] {
+          FrameNews news;
+          const bool ok = run->guarded("memory", [&] {
             session::Session& s = run->session();
             if (m.outage_before) s.note_gap({m.t_before, m.t_sec, 0, "outage"});
             if (m.dropped_before > 0) s.note_gap({m.t_before, m.t_sec, m.dropped_before, "dropped"});
-            FrameNews news;
             news.seq = m.seq;
             news.t_sec = m.t_sec;
             const int grid = s.model().tower().grid(s.model().image_size());
@@ -393,11 +393,21 @@ Lane::Lane(flow::graph& g)
             news.n_kept = m.tokens.defined() ? m.tokens.size(0) : 0;
             news.n_windows_compared = m.encoded->n_windows_compared;
             news.n_windows_changed = m.encoded->n_windows_changed;
-            news.after_gap = m.outage_before || m.dropped_before > 0;
+            news.after_outage = m.outage_before;
+            news.n_dropped_before = m.dropped_before;
             s.add_frame(session::frame_tokens(std::move(*m.encoded), m.tokens, m.seq, m.t_sec, m.media));
             run->encoded();
-            if (run->on_frame()) run->on_frame()(news);
           });
+          // The listener's own failure is not the source's: logged, and reading goes on.
+          if (ok && run->on_frame()) {
+            try {
+              run->on_frame()(news);
+            } catch (const std::exception& e) {
+              MD_LOG_WARN("pipeline", run->url() << ": the frame listener failed: " << e.what());
+            } catch (...) {
+              MD_LOG_WARN("pipeline", run->url() << ": the frame listener failed");
+            }
+          }
         }
         run->left_lane(m.eos);
         return flow::continue_msg();

@@ -56,7 +56,8 @@ struct FrameNews {
   int64_t n_kept = 0;          // tokens the frame added to the memory
   int64_t n_windows_compared = 0;  // temporal merging: windows compared with an earlier frame (0: none was)
   int64_t n_windows_changed = 0;   // ... and unlike it: the share of these is the frame's novelty
-  bool after_gap = false;      // an outage or dropped frames came just before it
+  bool after_outage = false;   // the source was lost and came back just before it
+  int64_t n_dropped_before = 0;  // frames dropped just before it (the encoder fell behind)
 };
 
 // How a source is read.

@@ -10,14 +10,17 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // A file or image directory delivered as a camera would: frames no sooner than their time since
-// the start (realtime), from the beginning again at the end (loop). Times and indices keep
-// increasing over loops; a loop is not an outage.
+// the start (realtime, then reported live: a slow reader drops frames), from the beginning again
+// at the end (loop). Times and indices keep increasing over loops; a loop is not an outage.
 class PacedSource : public Source {
  public:
   PacedSource(std::unique_ptr<Source> inner, bool realtime, bool loop)
       : inner_(std::move(inner)), realtime_(realtime), loop_(loop) {
     info_ = inner_->info();
     info_.seekable = false;
+    // Played in real time it behaves as a camera: a reader that falls behind drops frames
+    // instead of the file waiting for it.
+    info_.live = realtime;
   }
 
   const StreamInfo& info() const override { return info_; }

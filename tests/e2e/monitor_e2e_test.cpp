@@ -299,6 +299,12 @@ TEST(Monitor, HttpApiStreamsAnswersAndReportsErrors) {
   ASSERT_TRUE(resumed);
   json live = wait_source(c, "cam", [&](const json& j) { return j["state"] == "live" && encoded(j) > encoded(p); }, 20);
   EXPECT_GT(encoded(live), encoded(p));
+  // A resume right after a pause, before the source has even stopped: it comes back, not ended.
+  ASSERT_TRUE(c.Post("/v1/sources/cam/pause", "", "application/json"));
+  ASSERT_TRUE(c.Post("/v1/sources/cam/resume", "", "application/json"));
+  const int64_t before_quick = encoded(get_json(c, "/v1/sources/cam"));
+  json back = wait_source(c, "cam", [&](const json& j) { return j["state"] == "live" && encoded(j) > before_quick; }, 20);
+  EXPECT_EQ(back["state"], "live") << back.dump();
   auto missing = c.Post("/v1/sources/garage/pause", "", "application/json");
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 404);

@@ -591,6 +591,10 @@ TEST(MonitorYaml, ListsOfSectionsDecodeStrictlyAndTakeOverrides) {
   // The printed form loads back to the same thing.
   MonitorConfig again = load_monitor_string(to_yaml(m), "printed");
   EXPECT_EQ(to_yaml(again), to_yaml(m));
+  // The bracket form that messages print works as well.
+  EXPECT_EQ(load_monitor_string(yaml, "m.yaml", {"sources[1].sampler.fps=5"}).sources[1].sampler.fps, 5);
+  // A key another YAML reader would take for a boolean is quoted when printed.
+  EXPECT_NE(to_yaml(m).find("\"on\":"), std::string::npos) << to_yaml(m);
   // A whole list replaced from --set.
   MonitorConfig one = load_monitor_string(yaml, "m.yaml", {"sources=[{id: c, url: c.mp4}]", "questions=[]"});
   ASSERT_EQ(one.sources.size(), 1u);
