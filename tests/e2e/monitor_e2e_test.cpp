@@ -397,6 +397,28 @@ TEST(Monitor, SigintStopsCleanlyAndKeepsEveryEvent) {
   EXPECT_GE(of_type(all, "answer").size(), 1u);
 }
 
+TEST(Monitor, TypedQuestionsAreAnsweredOnStdout) {
+  const std::string events = temp_dir() + "/typed.jsonl";
+  std::string config = write_config("typed", file_source("cam", clip(), true, true, 4) + file_source("yard", clip(), true, true, 2),
+                                    "http:\n  enabled: false\n", events);
+  // Lines come once frames are in memory; then stdin ends and --duration stops the monitor.
+  ProcResult r = run_process({"bash", "-c",
+                              "(sleep 3; printf 'What is there?\\n@yard Is it red?\\n@garage hi\\n') | \"$0\" monitor \"$1\" "
+                              "--interactive --duration 8",
+                              mustdrop_binary(), config},
+                             120);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("no source 'garage'"), std::string::npos) << r.err;
+  std::map<std::string, std::string> typed;
+  for (const auto& a : of_type(read_events(events), "answer")) {
+    if (a["origin"] == "interactive") typed[a["source"]] = a["answer"];
+  }
+  ASSERT_EQ(typed.size(), 2u) << r.err;
+  // Each answer was streamed to stdout as it was generated.
+  EXPECT_NE(r.out.find(typed["cam"]), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(typed["yard"]), std::string::npos) << r.out;
+}
+
 TEST(Monitor, BadConfigNamesTheFileAndKey) {
   std::string path = temp_dir() + "/bad-monitor.yaml";
   std::ofstream(path) << "sources:\n  - id: a\n    url: x.mp4\n    sampler: {kind: uniform}\n";
