@@ -109,7 +109,12 @@ struct Fixture {
   FakeChat chat;
   std::atomic<bool> healthy{true};
   std::mutex mu;
-  std::vector<std::pair<std::string, bool>> pauses;
+  std::vector<std::pair<std::string, bool>> pauses;  // under mu (written on server threads)
+
+  std::vector<std::pair<std::string, bool>> paused() {
+    std::lock_guard<std::mutex> lock(mu);
+    return pauses;
+  }
 
   Handlers handlers() {
     Handlers h;
@@ -225,7 +230,7 @@ TEST(ApiServer, HealthzModelsSourcesPauseAndMetrics) {
   ASSERT_EQ(r->status, 200);
   EXPECT_EQ(json::parse(r->body)["paused"], false);
   EXPECT_EQ(cli.Post("/v1/sources/cam7/pause")->status, 404);
-  EXPECT_EQ(f.pauses, (std::vector<std::pair<std::string, bool>>{{"cam1", true}, {"cam1", false}}));
+  EXPECT_EQ(f.paused(), (std::vector<std::pair<std::string, bool>>{{"cam1", true}, {"cam1", false}}));
 
   r = cli.Get("/metrics");
   ASSERT_EQ(r->status, 200);
