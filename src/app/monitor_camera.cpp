@@ -212,7 +212,7 @@ void Camera::set_state(State s, const std::string& why) {
   nlohmann::json e = {{"type", "state"}, {"source", spec_.id}, {"from", state_name(old)}, {"to", state_name(s)}};
   if (!why.empty()) e["reason"] = redact_url(why);
   MD_LOG_INFO("monitor", spec_.id << ": " << state_name(old) << " -> " << state_name(s)
-                                  << (why.empty() ? "" : " (" + why + ")"));
+                                  << (why.empty() ? "" : " (" + redact_url(why) + ")"));
   emit_(std::move(e));
 }
 
@@ -294,7 +294,8 @@ void Camera::supervise() {
     } catch (const Error& e) {
       ++failures;
       if (failures == 1 || failures % 10 == 0) {
-        MD_LOG_WARN("monitor", spec_.id << ": " << e.what() << " (attempt " << failures << ", next in " << delay_ms << " ms)");
+        MD_LOG_WARN("monitor", spec_.id << ": " << redact_url(e.what()) << " (attempt " << failures << ", next in "
+                                         << delay_ms << " ms)");
       }
       if (!remote) {
         set_state(State::kFailed, e.what());
