@@ -329,11 +329,14 @@ ModelConfig parse_model_config(const std::string& path) {
     r.fail("vision_feature_select_strategy",
            "expected 'default' or 'full', found '" + c.vision_feature_select_strategy + "'");
   }
+  // An index into the tower's hidden states as transformers returns them: the embeddings, then
+  // each layer's output (L + 1 entries), so -(L + 1)..L, negative from the end.
   const int layers = c.vision.num_hidden_layers;
-  if (c.vision_feature_layer < -layers || c.vision_feature_layer > layers - 1) {
-    r.fail("vision_feature_layer", std::to_string(c.vision_feature_layer) + " is outside [" + std::to_string(-layers) +
-                                       ", " + std::to_string(layers - 1) + "] for a " + std::to_string(layers) +
-                                       "-layer vision tower");
+  if (c.vision_feature_layer < -(layers + 1) || c.vision_feature_layer > layers) {
+    r.fail("vision_feature_layer", std::to_string(c.vision_feature_layer) + " is outside [" +
+                                       std::to_string(-(layers + 1)) + ", " + std::to_string(layers) + "] for a " +
+                                       std::to_string(layers) + "-layer vision tower (its hidden states: the "
+                                       "embeddings and " + std::to_string(layers) + " layer outputs)");
   }
   return c;
 }

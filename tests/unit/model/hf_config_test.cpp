@@ -441,14 +441,18 @@ TEST(HfConfigErrors, ArchitecturesNotAnArray) {
 TEST(HfConfigErrors, BadFeatureStrategyAndLayer) {
   EXPECT_CONTAINS(error_for(minimal_config("", R"(, "vision_feature_select_strategy": "cls")")),
                   "vision_feature_select_strategy: expected 'default' or 'full', found 'cls'");
-  // minimal_config's tower has 2 layers: valid layers are -2..1.
-  EXPECT_CONTAINS(error_for_path(write_config(minimal_config("", R"(, "vision_feature_layer": -3)"), "_low")),
-                  "vision_feature_layer: -3 is outside [-2, 1]");
-  EXPECT_CONTAINS(error_for_path(write_config(minimal_config("", R"(, "vision_feature_layer": 2)"), "_high")),
-                  "vision_feature_layer: 2 is outside [-2, 1]");
-  EXPECT_EQ(parse_model_config(write_config(minimal_config("", R"(, "vision_feature_layer": 1)"), "_ok"))
-                .vision_feature_layer,
-            1);
+  // minimal_config's tower has 2 layers, so 3 hidden states (embeddings, layer 0, layer 1): as in
+  // transformers, indices -3..2 are valid.
+  EXPECT_CONTAINS(error_for_path(write_config(minimal_config("", R"(, "vision_feature_layer": -4)"), "_low")),
+                  "vision_feature_layer: -4 is outside [-3, 2]");
+  EXPECT_CONTAINS(error_for_path(write_config(minimal_config("", R"(, "vision_feature_layer": 3)"), "_high")),
+                  "vision_feature_layer: 3 is outside [-3, 2]");
+  for (int layer : {-3, -1, 0, 2}) {
+    EXPECT_EQ(parse_model_config(write_config(
+                                     minimal_config("", ", \"vision_feature_layer\": " + std::to_string(layer)), "_ok"))
+                  .vision_feature_layer,
+              layer);
+  }
 }
 
 TEST(HfConfigErrors, UnsupportedRopeScalingAndTextModel) {
