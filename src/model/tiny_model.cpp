@@ -42,6 +42,31 @@ std::string disk_name(const std::string& canonical, bool new_prefixes) {
 
 }  // namespace
 
+void train_tokenizer(const std::string& prefix, int pieces, uint64_t seed, const std::string& corpus) {
+  if (!fs::exists(corpus)) throw ModelError(corpus + ": tokenizer training text not found");
+  // A small corpus yields only so many pieces (the bundled one about 1,800). A full vocabulary
+  // (32,000 for LLaVA-1.5) is reached with placeholder pieces <unused_N>, declared as user-defined
+  // symbols, so the learned pieces stay what the corpus supports and every id keeps its place.
+  constexpr int kLearned = 1000;
+  std::string symbols;
+  if (pieces > kLearned) {
+    const fs::path file = prefix + ".unused.txt";
+    std::ofstream out(file, std::ios::trunc);
+    for (int i = 0; i < pieces - kLearned; ++i) out << "<unused_" << i << ">\n";
+    out.close();
+    if (!out) throw ModelError(file.string() + ": cannot write");
+    symbols = " --user_defined_symbols_file=" + shell_quote(file.string());
+  }
+  const std::string cmd = "spm_train --input=" + shell_quote(corpus) + " --model_prefix=" + shell_quote(prefix) +
+                          " --vocab_size=" + std::to_string(pieces) + symbols +
+                          " --model_type=unigram --character_coverage=1.0 --byte_fallback=true --random_seed=" +
+                          std::to_string(seed) + " --num_threads=1 --minloglevel=2 > /dev/null 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::error_code ec;
+  fs::remove(prefix + ".unused.txt", ec);
+  if (rc != 0) throw ModelError(prefix + ".model: spm_train failed: " + cmd);
+}
+
 ModelConfig write_tiny_model(const std::string& dir_str, const TinyModelOptions& o) {
   fs::path dir(dir_str);
   std::error_code ec;
@@ -59,12 +84,7 @@ ModelConfig write_tiny_model(const std::string& dir_str, const TinyModelOptions&
   // Tokenizer: SentencePiece unigram on the bundled corpus; added tokens right after its pieces.
   const int pieces = c.image_token_index;  // presets put <image> right after the pieces
   std::string corpus = o.corpus.empty() ? std::string(MUSTDROP_SOURCE_DIR_FOR_DATA) + "/tools/data/tiny_corpus.txt" : o.corpus;
-  if (!fs::exists(corpus)) throw ModelError(corpus + ": tokenizer training text not found");
-  std::string cmd = "spm_train --input=" + shell_quote(corpus) + " --model_prefix=" + shell_quote((dir / "tokenizer").string()) +
-                    " --vocab_size=" + std::to_string(pieces) +
-                    " --model_type=unigram --character_coverage=1.0 --byte_fallback=true --random_seed=" +
-                    std::to_string(o.seed) + " --num_threads=1 --minloglevel=2 > /dev/null 2>&1";
-  if (std::system(cmd.c_str()) != 0) throw ModelError(dir_str + ": spm_train failed: " + cmd);
+  train_tokenizer((dir / "tokenizer").string(), pieces, o.seed, corpus);
   fs::remove(dir / "tokenizer.vocab", ec);
 
   nlohmann::ordered_json added = nlohmann::ordered_json::object();

@@ -27,4 +27,9 @@ struct TinyModelOptions {
 // the sentencepiece CLI (spm_train). Throws ModelError naming the path on failure.
 ModelConfig write_tiny_model(const std::string& dir, const TinyModelOptions& options);
 
+// Trains a SentencePiece unigram model of exactly `pieces` pieces on `corpus` into prefix.model
+// (and prefix.vocab); past what a small corpus yields, the rest are <unused_N> placeholders.
+// ModelError on failure.
+void train_tokenizer(const std::string& prefix, int pieces, uint64_t seed, const std::string& corpus);
+
 }  // namespace mustdrop::model

@@ -12,6 +12,7 @@
 #include "model/kv_cache.h"
 #include "model/presets.h"
 #include "model/tiny_model.h"
+#include "model/tokenizer.h"
 #include "model/vlm.h"
 #include "support/test_support.h"
 
@@ -180,6 +181,26 @@ TEST(Model, ShardedNewPrefixF16CheckpointLoads) {
   at::Tensor pixels = at::randn({1, 3, 336, 336});
   at::Tensor a = prompt_logits(*m, pixels, "count the cars"), b = prompt_logits(*ref, pixels, "count the cars");
   EXPECT_TRUE(at::allclose(a, b, 1e-2, 1e-2)) << (a - b).abs().max().item<float>();  // f16 weights
+}
+
+// The full LLaVA-1.5 vocabulary from the small bundled corpus: exactly 32,000 pieces, so <image>
+// sits at 32000 as in the real checkpoint; ordinary text never uses a placeholder piece.
+TEST(TinyModel, FullVocabularyTokenizerFromTheSmallCorpus) {
+  const std::string dir = test::temp_dir() + "/full-vocab";
+  std::filesystem::create_directories(dir);
+  train_tokenizer(dir + "/tokenizer", 32000, 7, test::source_dir() + "/tools/data/tiny_corpus.txt");
+  std::ofstream(dir + "/added_tokens.json") << R"({"<image>": 32000})";
+  auto tok = Tokenizer::load(dir);
+  EXPECT_EQ(tok->vocab_size(), 32001);  // the pieces and <image>
+  EXPECT_EQ(tok->added_token_id("<image>"), 32000);
+  const std::string text = "the red car drives past the door";
+  std::vector<int> ids = tok->encode(text, false);
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(tok->decode(ids), text);
+  for (int id : ids) {
+    EXPECT_LT(id, 32000);
+    EXPECT_EQ(tok->decode({id}).find("<unused_"), std::string::npos) << id;
+  }
 }
 
 TEST(Model, VideoLlavaKeepsClsPerFrameAndUsesTheVideoPrompt) {
