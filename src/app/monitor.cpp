@@ -468,7 +468,10 @@ class Monitor {
       line = sp == std::string::npos ? "" : line.substr(sp + 1);
       if (line.empty()) return;
     }
-    std::promise<void> finished;
+    // Shared with the answer's waiter: set_value() may still be inside the promise when this
+    // thread wakes and leaves.
+    auto finished = std::make_shared<std::promise<void>>();
+    std::future<void> answered = finished->get_future();
     AnswerJob job;
     job.camera = cam;
     job.origin = "interactive";
@@ -477,7 +480,7 @@ class Monitor {
       std::lock_guard<std::mutex> lock(out_mu_);
       std::cout << piece << std::flush;
     };
-    job.done = [this, &finished, cam](const session::AnswerStats* st, const std::string& error) {
+    job.done = [this, finished, cam](const session::AnswerStats* st, const std::string& error) {
       std::lock_guard<std::mutex> lock(out_mu_);
       if (st) {
         std::cout << std::endl;
@@ -486,12 +489,12 @@ class Monitor {
       } else {
         std::cerr << "monitor: the answer failed: " << error << "\n";
       }
-      finished.set_value();
+      finished->set_value();
     };
     Submitted s = submit(std::move(job));
     switch (s) {
       case Submitted::kOk:
-        finished.get_future().wait();
+        answered.wait();
         return;
       case Submitted::kBusy:
         std::cerr << "monitor: the answer queue is full; ask again in a moment\n";
