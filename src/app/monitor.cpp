@@ -31,8 +31,6 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using monitor::Camera;
-using monitor::iso_utc;
-using monitor::unix_now;
 
 enum class Submitted { kOk, kBusy, kEmpty, kStopping };
 
@@ -52,8 +50,8 @@ struct AnswerJob {
 json grounding_json(const Camera& cam, const std::vector<session::GroundSpan>& spans) {
   json out = json::array();
   for (const auto& g : spans) {
-    out.push_back({{"from_utc", iso_utc(cam.unix_of(g.t_from_sec))},
-                   {"to_utc", iso_utc(cam.unix_of(g.t_to_sec))},
+    out.push_back({{"from_utc", iso8601_utc(cam.unix_of(g.t_from_sec))},
+                   {"to_utc", iso8601_utc(cam.unix_of(g.t_to_sec))},
                    {"span_sec", {g.t_from_sec, g.t_to_sec}},
                    {"share", g.share},
                    {"n_tokens", g.n_tokens}});
@@ -108,7 +106,7 @@ class Monitor {
           {"pipeline", pipeline_.name},
           {"sources", ids()},
           {"questions", config_.questions.size()},
-          {"epoch_utc", iso_utc(epoch_)}});
+          {"epoch_utc", iso8601_utc(epoch_)}});
     install_stop_handlers([this] { request_stop("signal"); });
     if (config_.http.enabled) start_http();  // a port in use fails before any camera connects
     for (auto& cam : cameras_) cam->start();
@@ -280,7 +278,7 @@ class Monitor {
               {"question_id", job.question_id},
               {"origin", job.origin},
               {"question", job.question},
-              {"asked_utc", iso_utc(asked)},
+              {"asked_utc", iso8601_utc(asked)},
               {"total_ms", total_ms}};
     if (!st) {
       e["error"] = error;
@@ -290,7 +288,7 @@ class Monitor {
     }
     cam.count_answer(true);
     json memory = memory_use_json(*st);
-    memory["span_utc"] = {iso_utc(cam.unix_of(st->memory.t_first_sec)), iso_utc(cam.unix_of(st->memory.t_last_sec))};
+    memory["span_utc"] = {iso8601_utc(cam.unix_of(st->memory.t_first_sec)), iso8601_utc(cam.unix_of(st->memory.t_last_sec))};
     bool outage = false;
     for (const auto& g : st->memory.gaps) outage = outage || g.reason == "outage";
     memory["spans_outage"] = outage;
@@ -324,7 +322,7 @@ class Monitor {
 
   void print_answer(const Camera& cam, const AnswerJob& job, const session::AnswerStats& st) {
     std::lock_guard<std::mutex> lock(out_mu_);
-    std::cout << "[" << iso_utc(unix_now()) << "] " << cam.id() << " " << job.question_id << ": " << st.answer << std::endl;
+    std::cout << "[" << iso8601_utc(unix_now()) << "] " << cam.id() << " " << job.question_id << ": " << st.answer << std::endl;
   }
 
   void missed(Camera& cam, const config::MonitorQuestion& q, const std::string& origin, const std::string& reason) {
@@ -573,7 +571,7 @@ class Monitor {
     job.done = [sink, cam](const session::AnswerStats* st, const std::string& error) {
       if (!st) return sink->fail(500, error);
       json extra = {{"source", cam->id()},
-                    {"memory_span_utc", {iso_utc(cam->unix_of(st->memory.t_first_sec)), iso_utc(cam->unix_of(st->memory.t_last_sec))}},
+                    {"memory_span_utc", {iso8601_utc(cam->unix_of(st->memory.t_first_sec)), iso8601_utc(cam->unix_of(st->memory.t_last_sec))}},
                     {"n_frames", st->memory.n_frames},
                     {"vision_tokens", st->n_vision_tokens},
                     {"ttft_ms", st->ttft_ms},
@@ -666,11 +664,13 @@ class Monitor {
 
   // Periodic work of the main thread: warm-up RSS, eviction summaries, the metrics line.
   void tick(Clock::time_point& last_metrics) {
-    int64_t encoded = 0;
-    for (auto& cam : cameras_) encoded += cam->counters().n_frames_encoded;
-    if (rss_warm_ == 0 && encoded >= args_.warmup_frames) {
-      rss_warm_ = rss_bytes();
-      emit({{"type", "warm"}, {"frames_encoded", encoded}, {"rss_bytes", rss_warm_}});
+    if (rss_warm_ == 0) {  // counted only until the warm RSS is taken
+      int64_t encoded = 0;
+      for (auto& cam : cameras_) encoded += cam->counters().n_frames_encoded;
+      if (encoded >= args_.warmup_frames) {
+        rss_warm_ = rss_bytes();
+        emit({{"type", "warm"}, {"frames_encoded", encoded}, {"rss_bytes", rss_warm_}});
+      }
     }
     if (Clock::now() - last_evictions_ >= std::chrono::seconds(kEvictionSummarySec)) {
       last_evictions_ = Clock::now();
@@ -707,7 +707,7 @@ class Monitor {
               {"n_tokens", snap->n_evicted_tokens - tokens_seen},
               {"memory_tokens", snap->n_tokens},
               {"memory_bytes", snap->bytes},
-              {"memory_span_utc", {iso_utc(cam->unix_of(snap->t_first_sec)), iso_utc(cam->unix_of(snap->t_last_sec))}}});
+              {"memory_span_utc", {iso8601_utc(cam->unix_of(snap->t_first_sec)), iso8601_utc(cam->unix_of(snap->t_last_sec))}}});
         seen = snap->n_evictions;
         tokens_seen = snap->n_evicted_tokens;
       }

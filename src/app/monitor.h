@@ -26,8 +26,6 @@ const char* state_name(State s);
 // a camera's credentials).
 std::string redact_url(const std::string& text);
 
-using mustdrop::unix_now;
-inline std::string iso_utc(double unix_sec) { return iso8601_utc(unix_sec); }
 
 // Counters of one camera (a copy, for metrics and status).
 struct CameraCounters {
@@ -92,6 +90,7 @@ class Camera {
   void outage_ends(bool at_stop = false);
   void on_frame(const pipeline::FrameNews& news);
   bool sleep_ms(int ms);  // false when stopped or paused meanwhile
+  int next_delay(int delay_ms) const;  // the reconnect backoff: doubled, up to reconnect.max_delay_ms
   std::unique_ptr<video::Source> open();
 
   config::MonitorSource spec_;

@@ -196,7 +196,7 @@ nlohmann::json Camera::status() const {
                                   {"n_evicted_tokens", snap->n_evicted_tokens}}}};
   if (!snap->frames.empty()) {
     j["memory"]["span_sec"] = {snap->t_first_sec, snap->t_last_sec};
-    j["memory"]["span_utc"] = {iso_utc(unix_of(snap->t_first_sec)), iso_utc(unix_of(snap->t_last_sec))};
+    j["memory"]["span_utc"] = {iso8601_utc(unix_of(snap->t_first_sec)), iso8601_utc(unix_of(snap->t_last_sec))};
     j["lag_sec"] = c.state == State::kLive ? std::max(0.0, unix_now() - unix_of(snap->t_last_sec)) : 0.0;
   }
   return j;
@@ -249,7 +249,7 @@ void Camera::outage_ends(bool at_stop) {
   }
   nlohmann::json e = {{"type", "outage_end"},
                       {"source", spec_.id},
-                      {"started", iso_utc(start)},
+                      {"started", iso8601_utc(start)},
                       {"seconds", seconds},
                       {"frames_missed", missed},
                       {"reason", redact_url(why)}};
@@ -268,6 +268,10 @@ std::unique_ptr<video::Source> Camera::open() {
   const bool live = src->info().live;
   if (!live && (spec_.realtime || spec_.loop)) src = video::make_paced_source(std::move(src), spec_.realtime, spec_.loop);
   return std::make_unique<Counted>(std::move(src), n_decoded_);
+}
+
+int Camera::next_delay(int delay_ms) const {
+  return std::min(std::max(1, delay_ms * 2), spec_.reconnect.max_delay_ms);
 }
 
 void Camera::supervise() {
@@ -307,7 +311,7 @@ void Camera::supervise() {
         return;
       }
       if (!sleep_ms(delay_ms)) continue;
-      delay_ms = std::min(std::max(1, delay_ms * 2), spec_.reconnect.max_delay_ms);
+      delay_ms = next_delay(delay_ms);
       continue;
     }
     src->set_connection_hook([this](bool up, const std::string& why) {
@@ -394,13 +398,13 @@ void Camera::supervise() {
         set_state(State::kFailed, why);
         return;
       }
-      if (sleep_ms(delay_ms)) delay_ms = std::min(std::max(1, delay_ms * 2), spec_.reconnect.max_delay_ms);
+      if (sleep_ms(delay_ms)) delay_ms = next_delay(delay_ms);
       continue;
     }
     if (kind == video::InputKind::kLive) {
       outage_begins("the stream ended");
       ++failures;
-      if (sleep_ms(delay_ms)) delay_ms = std::min(std::max(1, delay_ms * 2), spec_.reconnect.max_delay_ms);
+      if (sleep_ms(delay_ms)) delay_ms = next_delay(delay_ms);
       continue;
     }
     set_state(State::kEnded, "the file ended");
@@ -442,7 +446,7 @@ void Camera::on_frame(const pipeline::FrameNews& news) {
          {"frame", news.seq},
          {"t_sec", news.t_sec},
          {"stream_sec", news.t_sec - run_t_start_.load()},
-         {"frame_utc", iso_utc(unix_of(news.t_sec))},
+         {"frame_utc", iso8601_utc(unix_of(news.t_sec))},
          {"share", novelty},
          {"threshold", scene_.threshold}});
   if (on_scene_) on_scene_(*this, novelty);

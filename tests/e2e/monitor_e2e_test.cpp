@@ -86,6 +86,14 @@ Running start_monitor(const std::string& config, const std::string& events, std:
   return r;
 }
 
+// A client of the monitor's API, with the bearer token when one is given.
+httplib::Client api_client(int port, const std::string& token = "", int read_timeout_sec = 60) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(read_timeout_sec, 0);
+  if (!token.empty()) c.set_bearer_token_auth(token);
+  return c;
+}
+
 json get_json(httplib::Client& c, const std::string& path) {
   auto res = c.Get(path);
   EXPECT_TRUE(res) << path;
@@ -176,9 +184,7 @@ TEST(Monitor, HttpApiStreamsAnswersAndReportsErrors) {
       events);
   Running mon = start_monitor(config, events);
   ASSERT_GT(mon.wait_port(), 0);
-  httplib::Client c("127.0.0.1", mon.port);
-  c.set_read_timeout(60, 0);
-  c.set_bearer_token_auth("s3cret");
+  httplib::Client c = api_client(mon.port, "s3cret");
   json s = wait_source(c, "cam", [](const json& j) { return encoded(j) >= 2; });
   ASSERT_GE(encoded(s), 2) << s.dump();
 
@@ -212,16 +218,12 @@ TEST(Monitor, HttpApiStreamsAnswersAndReportsErrors) {
   // Two clients at once both get their answers.
   int ok[2] = {0, 0};
   std::thread t1([&] {
-    httplib::Client c1("127.0.0.1", mon.port);
-    c1.set_bearer_token_auth("s3cret");
-    c1.set_read_timeout(60, 0);
+    httplib::Client c1 = api_client(mon.port, "s3cret");
     auto r1 = c1.Post("/v1/chat/completions", chat_body("cam", "Is it day?", false), "application/json");
     ok[0] = r1 ? r1->status : -1;
   });
   std::thread t2([&] {
-    httplib::Client c2("127.0.0.1", mon.port);
-    c2.set_bearer_token_auth("s3cret");
-    c2.set_read_timeout(60, 0);
+    httplib::Client c2 = api_client(mon.port, "s3cret");
     auto r2 = c2.Post("/v1/chat/completions", chat_body("yard", "Is it night?", false), "application/json");
     ok[1] = r2 ? r2->status : -1;
   });
@@ -258,9 +260,7 @@ TEST(Monitor, HttpApiStreamsAnswersAndReportsErrors) {
     std::mutex mu;
     for (int i = 0; i < 4; ++i) {
       long_ones.emplace_back([&] {
-        httplib::Client ci("127.0.0.1", mon.port);
-        ci.set_bearer_token_auth("s3cret");
-        ci.set_read_timeout(120, 0);
+        httplib::Client ci = api_client(mon.port, "s3cret", 120);
         auto ri = ci.Post("/v1/chat/completions", chat_body("cam", "Tell me everything.", false, 400), "application/json");
         if (ri && ri->status == 429) {
           ++n429;
@@ -461,8 +461,7 @@ TEST(MonitorRtsp, FirstConnectionSucceedsOnceTheCameraComesUp) {
       events);
   Running mon = start_monitor(config, events);
   ASSERT_GT(mon.wait_port(), 0);
-  httplib::Client c("127.0.0.1", mon.port);
-  c.set_read_timeout(60, 0);
+  httplib::Client c = api_client(mon.port);
   std::this_thread::sleep_for(std::chrono::seconds(2));
   EXPECT_EQ(get_json(c, "/v1/sources/door")["state"], "connecting");
   RtspServer camera = start_rtsp_server(port);
@@ -508,8 +507,7 @@ TEST(MonitorRtsp, CameraKilledAndRestartedFiveTimes) {
       events);
   Running mon = start_monitor(config, events);
   ASSERT_GT(mon.wait_port(), 0);
-  httplib::Client c("127.0.0.1", mon.port);
-  c.set_read_timeout(30, 0);
+  httplib::Client c = api_client(mon.port, "", 30);
   int64_t last = encoded(wait_source(c, "door", [](const json& j) { return encoded(j) >= 2; }, 60));
   ASSERT_GE(last, 2);
   auto t_start = Clock::now();

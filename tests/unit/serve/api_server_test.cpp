@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <ctime>
 #include <mutex>
@@ -142,6 +143,19 @@ std::string chat_body(bool stream, const std::string& question = "How many cars?
   json body = {{"messages", {{{"role", "user"}, {"content", question}}}}, {"stream", stream}};
   if (!model.empty()) body["model"] = model;
   return body.dump();
+}
+
+// A streamed chat request whose body arrives, piece by piece, in `on_bytes` (false hangs up).
+httplib::Request streaming_chat(std::function<bool(const char*, size_t)> on_bytes) {
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.body = chat_body(true);
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [on_bytes = std::move(on_bytes)](const char* data, size_t n, uint64_t, uint64_t) {
+    return on_bytes(data, n);
+  };
+  return req;
 }
 
 // The error object of an OpenAI-style error body (fails the test if the shape is wrong).
@@ -551,16 +565,11 @@ TEST(ApiServer, StreamPiecesArriveAsTheyAreProduced) {
 
   std::string raw;
   std::vector<std::pair<double, size_t>> arrivals;  // (seconds after t0, bytes received so far)
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/chat/completions";
-  req.body = chat_body(true);
-  req.set_header("Content-Type", "application/json");
-  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+  httplib::Request req = streaming_chat([&](const char* data, size_t n) {
     raw.append(data, n);
     arrivals.emplace_back(seconds_since(f.chat.t0), raw.size());
     return true;
-  };
+  });
   httplib::Response res;
   httplib::Error error = httplib::Error::Success;
   ASSERT_TRUE(cli.send(req, res, error)) << httplib::to_string(error);
@@ -622,16 +631,11 @@ TEST(ApiServer, ClientDisconnectCancelsTheAnswer) {
   });
   ApiServer server({}, f.handlers());
   httplib::Client cli("127.0.0.1", server.port());
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/chat/completions";
-  req.body = chat_body(true);
-  req.set_header("Content-Type", "application/json");
   std::string raw;
-  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+  httplib::Request req = streaming_chat([&](const char* data, size_t n) {
     raw.append(data, n);
     return raw.find("word") == std::string::npos;  // hang up after the first piece
-  };
+  });
   httplib::Response res;
   httplib::Error error = httplib::Error::Success;
   EXPECT_FALSE(cli.send(req, res, error));
@@ -657,16 +661,11 @@ TEST(ApiServer, StopCancelsOpenAnswersAndIsIdempotent) {
   std::string raw;
   std::thread streaming([&] {  // and a streamed one
     httplib::Client cli("127.0.0.1", port);
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/chat/completions";
-    req.body = chat_body(true);
-    req.set_header("Content-Type", "application/json");
-    req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    httplib::Request req = streaming_chat([&](const char* data, size_t n) {
       raw.append(data, n);
       if (raw.find("word") != std::string::npos) got_piece = true;
       return true;
-    };
+    });
     httplib::Response res;
     httplib::Error error = httplib::Error::Success;
     cli.send(req, res, error);
