@@ -50,3 +50,8 @@ if not (md["n_vision_tokens_to_llm"] < none["n_vision_tokens_to_llm"] and md["fl
 if len(md["answers"]) != 2 or len(none["answers"]) != 2:
     sys.exit("file-qa: expected two answers per pipeline")
 PY
+
+step "6. what MustDrop kept, drawn over each sampled frame -> $out/inspect/index.html"
+"$build/mustdrop" inspect "$out/street.mp4" --model "$out/tiny-model" --pipeline "$root/pipelines/mustdrop.yaml" \
+  -q "What is the red car doing?" --max-new-tokens 12 --out "$out/inspect"
+[[ -s $out/inspect/index.html && -s $out/inspect/overlay_0000.png ]] || { echo "file-qa: inspect wrote no overlays" >&2; exit 1; }

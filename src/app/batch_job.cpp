@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "eval/jsonl.h"
 #include "model/presets.h"
+#include "prune/registry.h"
 #include "video/source.h"
 
 namespace mustdrop::app::batch {
@@ -66,7 +67,7 @@ std::string vision_signature(const config::PipelineConfig& p) {
     for (const auto& e : prune::registry()) {
       if (name != e.name) continue;
       if (e.stage == prune::Stage::VisionLayer || e.stage == prune::Stage::VisionOutput) {
-        sig += name + "\n" + config::section_yaml(p, name) + "\n";
+        sig += name + "\n" + prune::options_yaml(p, name) + "\n";
       }
     }
   }
@@ -100,7 +101,7 @@ Job load_job(const BatchArgs& args) {
     }
     p.chain = prune::Chain::build(p.config, path);
     p.vision_signature = vision_signature(p.config);
-    pipelines_text += config::to_yaml(p.config);
+    pipelines_text += prune::pipeline_yaml(p.config);
     job.pipelines.push_back(std::move(p));
   }
   job.shard = args.shard.empty() ? Shard{} : parse_shard(args.shard);

@@ -37,7 +37,7 @@ PassResult run_pass(const std::string& clip, const config::Config& config, video
   auto t0 = Clock::now();
   auto source = video::open_source(clip, config.video);
   config::SamplerConfig every = config.video.sampler;
-  every.kind = "fps";
+  every.kind = config::SamplerKind::kFps;
   every.fps = source->info().avg_fps > 0 ? source->info().avg_fps : 1000.0;
   every.frames = 0;
   auto sampler = video::make_sampler(every);

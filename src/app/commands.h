@@ -45,6 +45,21 @@ struct RunArgs {
 // `mustdrop run`: encode the video once, answer every question with streamed tokens.
 int run_run(const RunArgs& args, config::Config config);
 
+struct InspectArgs {
+  std::string video;
+  ModelArgs model;
+  std::string pipeline;       // pipelines/<name>.yaml (required)
+  std::string question;       // "" = vision stages only (prefill and decode stages need a question)
+  std::string out_dir;        // where the PNGs, index.html and inspect.json go (created)
+  int frames = -1;            // -1 = from config
+  int max_new_tokens = -1;    // -1 = from config
+  int scale = 2;              // overlay pixels per pixel of the tower's input square
+};
+
+// `mustdrop inspect`: per sampled frame, a PNG of what each stage kept (merged windows, temporal
+// merges, S, prefill drops, decode evictions), with index.html and inspect.json (docs/pruning.md).
+int run_inspect(const InspectArgs& args, config::Config config);
+
 struct BenchArgs {
   ModelArgs model;
   std::string video;

@@ -82,6 +82,24 @@ int run(int argc, char** argv) {
   run_cmd->add_option("--seed", run.seed, "sampling seed (default: generation.seed)")->check(CLI::Range(0, 2147483647));
   run_cmd->add_option("--json", run.json_path, "write a JSON report (tokens, FLOPs, timings, memory) to this path");
 
+  InspectArgs inspect;
+  CLI::App* inspect_cmd = cli.add_subcommand(
+      "inspect", "draw what each stage kept over every sampled frame (merged windows, temporal merges, S, prefill "
+                 "drops, decode evictions): OUT/overlay_NNNN.png, OUT/index.html and OUT/inspect.json (docs/pruning.md)");
+  inspect_cmd->add_option("video", inspect.video, "video file, image directory, http(s):// or rtsp:// URL")->required();
+  add_model_options(inspect_cmd, inspect.model, "");
+  inspect_cmd->add_option("--pipeline", inspect.pipeline, "token-dropping pipeline YAML")->required();
+  inspect_cmd->add_option("--question,-q", inspect.question,
+                          "the question answered, so the prefill and decode stages act (without: vision stages only)");
+  inspect_cmd->add_option("--out", inspect.out_dir, "output directory (created)")->required();
+  inspect_cmd->add_option("--frames", inspect.frames, "frames to sample (default: video.sampler.frames)")
+      ->check(CLI::Range(1, 100000));
+  inspect_cmd->add_option("--max-new-tokens", inspect.max_new_tokens,
+                          "answer length limit (default: generation.max_new_tokens)")
+      ->check(CLI::Range(1, 100000));
+  inspect_cmd->add_option("--scale", inspect.scale, "overlay pixels per pixel of the tower's input (default 2)")
+      ->check(CLI::Range(1, 8));
+
   BenchArgs bench;
   CLI::App* bench_cmd = cli.add_subcommand(
       "bench", "run pipelines side by side on the same frames and question; print a markdown table "
@@ -199,6 +217,7 @@ int run(int argc, char** argv) {
 
   if (*probe_cmd) return run_probe(probe, config);
   if (*run_cmd) return run_run(run, config);
+  if (*inspect_cmd) return run_inspect(inspect, config);
   if (*ingest_cmd) return run_bench_ingest(ingest, config);
   if (*session_cmd) return run_bench_session(bsession, config);
   if (*bench_cmd) {

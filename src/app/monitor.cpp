@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/sysinfo.h"
+#include "prune/mustdrop/lsm.h"
 #include "serve/api_server.h"
 #include "serve/event_log.h"
 #include "serve/metrics.h"
@@ -70,8 +71,11 @@ class Monitor {
     const std::string source = model_source(args.model, base, "monitor");
     pipeline_ = config::load_pipeline(config_.pipeline);
     chain_ = prune::Chain::build(pipeline_, config_.pipeline);
-    scene_ok_ = std::count(pipeline_.chain.begin(), pipeline_.chain.end(), "mustdrop.lsm") > 0 &&
-                pipeline_.mustdrop.lsm.temporal_frames > 1;
+    scene_ok_ = false;
+    for (const auto& p : chain_->pruners()) {
+      const auto* lsm = dynamic_cast<const prune::Lsm*>(p.get());
+      scene_ok_ = scene_ok_ || (lsm && lsm->options().temporal_frames > 1);
+    }
     for (const auto& q : config_.questions) {
       if (q.on == "scene_change" && !scene_ok_) {
         throw ConfigError(args.config + ": questions " + q.id + ": on: scene_change needs temporal merging, and " +

@@ -141,7 +141,7 @@ bool Camera::finished() const {
 }
 
 double Camera::sample_rate() const {
-  return spec_.sampler.kind == "fps" ? spec_.sampler.fps : 1.0 / spec_.sampler.interval_sec;
+  return spec_.sampler.kind == config::SamplerKind::kFps ? spec_.sampler.fps : 1.0 / spec_.sampler.interval_sec;
 }
 
 CameraCounters Camera::counters() const {

@@ -61,10 +61,11 @@ void print_info(const video::StreamInfo& s, const config::SamplerConfig& sampler
   std::printf("declared:   duration %.3f s, %lld frames (not trusted for sampling)\n", s.duration_sec,
               static_cast<long long>(s.declared_frames));
   std::printf("live:       %s, seekable: %s\n", s.live ? "yes" : "no", s.seekable ? "yes" : "no");
-  std::printf("sampler:    %s", sampler.kind.c_str());
-  if (sampler.kind == "fps") std::printf(", %.3f fps", sampler.fps);
-  if (sampler.kind == "interval") std::printf(", every %.3f s", sampler.interval_sec);
-  std::printf(", %d frames%s\n", sampler.frames, sampler.kind == "uniform" ? "" : " at most (0 = no limit)");
+  std::printf("sampler:    %s", config::sampler_kind_name(sampler.kind));
+  if (sampler.kind == config::SamplerKind::kFps) std::printf(", %.3f fps", sampler.fps);
+  if (sampler.kind == config::SamplerKind::kInterval) std::printf(", every %.3f s", sampler.interval_sec);
+  std::printf(", %d frames%s\n", sampler.frames,
+              sampler.kind == config::SamplerKind::kUniform ? "" : " at most (0 = no limit)");
   std::printf("sampled frames:\n  %-6s %-12s %-12s %s\n", "n", "t_sec", "pts_sec", "index");
   std::fflush(stdout);
 }
@@ -75,9 +76,11 @@ int run_probe(const ProbeArgs& args, config::Config config) {
   config::VideoConfig& video = config.video;
   bool live = video::classify_input(args.input) == video::InputKind::kLive;
   if (!args.sampler.empty()) {
-    video.sampler.kind = args.sampler;
-  } else if (live && video.sampler.kind == "uniform") {
-    video.sampler.kind = "interval";  // uniform needs a clip with an end
+    if (!config::enum_from_name(args.sampler, video.sampler.kind)) {
+      throw ConfigError("probe: --sampler '" + args.sampler + "' is not one of: uniform, fps, interval");
+    }
+  } else if (live && video.sampler.kind == config::SamplerKind::kUniform) {
+    video.sampler.kind = config::SamplerKind::kInterval;  // uniform needs a clip with an end
   }
   if (args.frames >= 0) video.sampler.frames = args.frames;
   if (args.fps > 0) video.sampler.fps = args.fps;
@@ -121,7 +124,7 @@ int run_probe(const ProbeArgs& args, config::Config config) {
   video::SourceStats stats = source->stats();
   if (args.json) {
     json out{{"stream", info_json(source->info())},
-             {"sampler", {{"kind", video.sampler.kind}, {"frames", video.sampler.frames}, {"fps", video.sampler.fps},
+             {"sampler", {{"kind", config::sampler_kind_name(video.sampler.kind)}, {"frames", video.sampler.frames}, {"fps", video.sampler.fps},
                           {"interval_sec", video.sampler.interval_sec}}},
              {"frames", frames},
              {"n_frames_sampled", n},

@@ -30,7 +30,9 @@ int run_run(const RunArgs& args, config::Config config) {
 
   // Cheap checks first: a bad video fails before the model loads.
   std::unique_ptr<video::Source> source = video::open_source(args.video, config.video);
-  if (source->info().live && config.video.sampler.kind == "uniform") config.video.sampler.kind = "interval";
+  if (source->info().live && config.video.sampler.kind == config::SamplerKind::kUniform) {
+    config.video.sampler.kind = config::SamplerKind::kInterval;
+  }
   auto model = load_model(args.model, model_dir, config);
   MD_LOG_INFO("run", "model " << model_dir << " (" << model->config().architecture << "), pipeline "
                               << pipeline_cfg.name);

@@ -1,32 +1,16 @@
 // Typed configuration. Every struct lists its fields once in visit(); the YAML reader, the
-// --set overrides and the printer (config.cpp) all walk that list, so a key, its type and its
+// --set overrides and the printer (the visitors of decode.h) all walk that list, so a key, its type and its
 // limits are declared in exactly one place. YAML keys are the C++ field names.
 #pragma once
 
 #include <cstdint>
-#include <limits>
 #include <string>
 #include <vector>
 
+#include "config/decode.h"
+
 namespace mustdrop::config {
 
-// Limits of one field: a numeric range (inclusive) and/or a list of allowed strings.
-struct Limits {
-  double min = -std::numeric_limits<double>::infinity();
-  double max = std::numeric_limits<double>::infinity();
-  std::vector<std::string> choices;
-  std::size_t exact_size = 0;  // for lists: required length (0 = any)
-};
-
-inline Limits range(double lo, double hi) { return Limits{lo, hi, {}, 0}; }
-inline Limits at_least(double lo) { return Limits{lo, std::numeric_limits<double>::infinity(), {}, 0}; }
-inline Limits one_of(std::vector<std::string> choices) {
-  Limits l;
-  l.choices = std::move(choices);
-  return l;
-}
-inline Limits list_of(std::size_t n, double lo, double hi) { return Limits{lo, hi, {}, n}; }
-inline Limits any() { return Limits{}; }
 
 // How a live source reconnects after a disconnect, timeout or stall.
 struct ReconnectConfig {
@@ -64,9 +48,14 @@ struct LiveConfig {
   }
 };
 
+// How frames are chosen from a source.
+enum class SamplerKind { kUniform, kFps, kInterval };
+inline std::vector<const char*> enum_names(SamplerKind) { return {"uniform", "fps", "interval"}; }
+inline const char* sampler_kind_name(SamplerKind k) { return enum_names(k)[static_cast<std::size_t>(k)]; }
+
 // Which decoded frames are kept.
 struct SamplerConfig {
-  std::string kind = "uniform";    // uniform (N frames over a file) | fps | interval (live)
+  SamplerKind kind = SamplerKind::kUniform;  // uniform (N frames over a file) | fps | interval (live)
   int frames = 8;                  // uniform: frames per clip; fps/interval: stop after this many (0 = no limit)
   double fps = 1.0;                // fps sampler: frames per second of media time
   double interval_sec = 2.0;       // interval sampler: one frame every this many seconds
@@ -74,7 +63,7 @@ struct SamplerConfig {
 
   template <class V>
   void visit(V& v) {
-    v("kind", kind, one_of({"uniform", "fps", "interval"}));
+    v("kind", kind, any());
     v("frames", frames, range(0, 1000000));
     v("fps", fps, range(1e-6, 1000));
     v("interval_sec", interval_sec, range(1e-3, 86400));

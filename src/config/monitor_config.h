@@ -12,7 +12,7 @@ namespace mustdrop::config {
 
 // Which frames of a camera are kept.
 struct MonitorSampler {
-  std::string kind = "interval";  // interval: one frame every interval_sec | fps: fps frames per second
+  SamplerKind kind = SamplerKind::kInterval;  // interval: one frame every interval_sec | fps: fps frames per second
   double interval_sec = 1.0;      // interval: seconds between kept frames (of the stream's own time)
   double fps = 1.0;               // fps: frames kept per second
   int frames = 0;                 // the source ends after this many kept frames (0 = never)

@@ -21,12 +21,10 @@ std::string layer_prefix(const std::string& prefix, int i) {
 
 }  // namespace
 
-ClipVision::ClipVision(VisionConfig config, ClipWeights weights) : config_(std::move(config)), weights_(std::move(weights)) {
-  if (config_.hidden_act != "quick_gelu" && config_.hidden_act != "gelu") {
-    throw ModelError("config.json: vision_config.hidden_act '" + config_.hidden_act +
-                     "' is not supported (quick_gelu or gelu)");
-  }
-}
+ClipVision::ClipVision(VisionConfig config, ClipWeights weights)
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      act_(decode_activation(config_.hidden_act, "vision_config.hidden_act", {Activation::kQuickGelu, Activation::kGelu})) {}
 
 void ClipVision::expected_tensors(const VisionConfig& c, const std::string& prefix, ShapeMap& out) {
   int64_t d = c.hidden_size, g = c.image_size / c.patch_size;
@@ -127,7 +125,7 @@ at::Tensor ClipVision::layer(int i, const at::Tensor& x, const at::Tensor& size,
   at::Tensor y = x + at::linear(attn, w.o_w, w.o_b);
   at::Tensor m = at::layer_norm(y, {d}, w.ln2_w, w.ln2_b, config_.layer_norm_eps);
   at::Tensor hidden = at::linear(m, w.fc1_w, w.fc1_b);
-  hidden = config_.hidden_act == "gelu" ? at::gelu(hidden) : quick_gelu(hidden);
+  hidden = act_ == Activation::kGelu ? at::gelu(hidden) : quick_gelu(hidden);
   return y + at::linear(hidden, w.fc2_w, w.fc2_b);
 }
 

@@ -79,6 +79,7 @@ class ClipVision {
   at::Tensor cls_attention_only(int i, const at::Tensor& x, const at::Tensor& size, bool proportional) const;
   VisionConfig config_;
   ClipWeights weights_;
+  Activation act_;  // decoded once from config_.hidden_act
 };
 
 }  // namespace mustdrop::model

@@ -26,7 +26,8 @@ int pick_token(const at::Tensor& logits_in, const GenerationOptions& o, at::Gene
 }
 
 GenerationResult generate(const LlamaModel& llm, KvCache& cache, const at::Tensor& first_logits, int64_t next_position,
-                          const GenerationOptions& o, const TokenCallback& on_token, const StepHook& on_step) {
+                          const GenerationOptions& o, const TokenCallback& on_token, const StepHook& on_step,
+                          const StepLayerHook& step_layers) {
   GenerationResult r;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   auto t0 = std::chrono::steady_clock::now();
@@ -44,6 +45,7 @@ GenerationResult generate(const LlamaModel& llm, KvCache& cache, const at::Tenso
     f.hidden = llm.embed({id});
     f.positions = at::full({1}, next_position++, at::TensorOptions().dtype(at::kLong));
     f.cache = &cache;
+    if (step_layers) f.hook = step_layers(step);
     logits = llm.forward(f).logits;
     if (on_step) on_step(step, cache);
   }

@@ -28,6 +28,9 @@ struct GenerationOptions {
 using TokenCallback = std::function<bool(int id)>;
 // Called after each decode step with the step number (1-based) and the cache (eviction policies).
 using StepHook = std::function<void(int step, KvCache& cache)>;
+// The layer hook for the forward of decode step `step` (1-based: the step's forward runs before
+// StepHook sees the same number), or nullptr (the step runs without one).
+using StepLayerHook = std::function<LayerHook*(int step)>;
 
 struct GenerationResult {
   std::vector<int> ids;       // generated tokens (a stop id is not included)
@@ -41,8 +44,10 @@ int pick_token(const at::Tensor& logits, const GenerationOptions& options, at::G
 
 // Continues from `first_logits` ([1, vocab], the prefill's last row): picks a token, feeds it at
 // position `next_position` (then +1 per step) through `llm` with `cache`, until a stop id,
-// max_new_tokens or the callback says stop.
+// max_new_tokens or the callback says stop. `step_layers` gives each step's forward a layer hook
+// (decode-time reading policies); empty: none.
 GenerationResult generate(const LlamaModel& llm, KvCache& cache, const at::Tensor& first_logits, int64_t next_position,
-                          const GenerationOptions& options, const TokenCallback& on_token, const StepHook& on_step = {});
+                          const GenerationOptions& options, const TokenCallback& on_token, const StepHook& on_step = {},
+                          const StepLayerHook& step_layers = {});
 
 }  // namespace mustdrop::model

@@ -286,6 +286,27 @@ void parse_text(const Reader& r, const Json& root, const Json& t, TextConfig& ou
 
 }  // namespace
 
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::kGelu:
+      return "gelu";
+    case Activation::kQuickGelu:
+      return "quick_gelu";
+    case Activation::kSilu:
+      return "silu";
+  }
+  return "?";
+}
+
+Activation decode_activation(const std::string& name, const std::string& key, const std::vector<Activation>& supported) {
+  std::string list;
+  for (Activation a : supported) {
+    if (name == activation_name(a)) return a;
+    list += (list.empty() ? "" : " or ") + std::string(activation_name(a));
+  }
+  throw ModelError("config.json: " + key + " '" + name + "' is not supported (" + list + ")");
+}
+
 ModelConfig parse_model_config(const std::string& path) {
   const std::string text = read_text(path);
   Json root;

@@ -4,8 +4,16 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace mustdrop::model {
+
+// An activation function, decoded once from its Hugging Face spelling (`hidden_act`).
+enum class Activation { kGelu, kQuickGelu, kSilu };
+const char* activation_name(Activation a);
+// `name` as one of `supported`; ModelError "config.json: <key> '<name>' is not supported (...)"
+// otherwise. Configs keep the string as written (it round-trips); models decode it here once.
+Activation decode_activation(const std::string& name, const std::string& key, const std::vector<Activation>& supported);
 
 // CLIP vision tower (HF CLIPVisionConfig; defaults are CLIPVisionConfig's).
 struct VisionConfig {

@@ -52,9 +52,7 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 }
 
 LlamaModel::LlamaModel(TextConfig config, LlamaWeights weights) : config_(std::move(config)), weights_(std::move(weights)) {
-  if (config_.hidden_act != "silu") {
-    throw ModelError("config.json: text_config.hidden_act '" + config_.hidden_act + "' is not supported (silu)");
-  }
+  decode_activation(config_.hidden_act, "text_config.hidden_act", {Activation::kSilu});
 }
 
 void LlamaModel::expected_tensors(const TextConfig& c, ShapeMap& out) {
@@ -126,8 +124,10 @@ at::Tensor LlamaModel::embed(const std::vector<int>& ids) const {
   return weights_.embed.index_select(0, at::tensor(v, at::kLong));
 }
 
+at::Tensor LayerHook::read_entries(int, int64_t) { return at::Tensor(); }
+
 at::Tensor LlamaModel::attention(int layer, const at::Tensor& x, const at::Tensor& positions, KvCache& cache,
-                                 const std::vector<int64_t>& rows, at::Tensor* probs_out) const {
+                                 const std::vector<int64_t>& rows, const at::Tensor& read, at::Tensor* probs_out) const {
   const LlamaLayerWeights& w = weights_.layers[static_cast<size_t>(layer)];
   int64_t n = x.size(0);
   int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads, hd = head_dim();
@@ -141,6 +141,15 @@ at::Tensor LlamaModel::attention(int layer, const at::Tensor& x, const at::Tenso
   k = apply_rope(k, cos, sin);
   cache.append(layer, k, v);
   at::Tensor keys = cache.keys(layer), values = cache.values(layer);  // [kv_heads, S, hd]
+  if (read.defined()) {
+    // A subset of the entries (the new tokens' own among them); the rest stay cached.
+    if (read.numel() > 0 && (read.min().item<int64_t>() < 0 || read.max().item<int64_t>() >= keys.size(1))) {
+      throw InternalError("layer " + std::to_string(layer) + ": an entry to read lies outside the cache's " +
+                          std::to_string(keys.size(1)));
+    }
+    keys = keys.index_select(1, read);
+    values = values.index_select(1, read);
+  }
   int64_t s = keys.size(1);
   int64_t group = heads / kv_heads;
   if (group > 1) {
@@ -161,7 +170,11 @@ at::Tensor LlamaModel::attention(int layer, const at::Tensor& x, const at::Tenso
     at::Tensor scores = at::bmm(q.narrow(1, r0, nr).to(acc), kt).mul_(scale);  // [heads, nr, S]
     // Causal: row r0+i may see keys up to past+r0+i; later keys are masked.
     int64_t first_masked = past + r0 + 1;
-    if (first_masked < s) {
+    if (read.defined()) {
+      at::Tensor query_at = at::arange(past + r0, past + r0 + nr, read.options()).unsqueeze(1);
+      at::Tensor mask = read.unsqueeze(0) > query_at;  // [nr, S]: key entries after the query's own
+      if (mask.any().item<bool>()) scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
+    } else if (first_masked < s) {
       at::Tensor mask = at::ones({nr, s}, at::TensorOptions().dtype(at::kBool)).triu(first_masked);
       scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
     }
@@ -203,8 +216,9 @@ LlmOutput LlamaModel::forward(const LlmForward& in) const {
     out.tokens_per_layer.push_back(shown + h.size(0));
     out.computed_per_layer.push_back(h.size(0));
     int64_t past = in.cache->length(i);
+    at::Tensor read = in.hook ? in.hook->read_entries(i, past + h.size(0)) : at::Tensor();
     at::Tensor probs;
-    h = h + attention(i, rms_norm(h, w.input_norm, config_.rms_norm_eps), positions, *in.cache, rows, &probs);
+    h = h + attention(i, rms_norm(h, w.input_norm, config_.rms_norm_eps), positions, *in.cache, rows, read, &probs);
     at::Tensor x = rms_norm(h, w.post_norm, config_.rms_norm_eps);
     h = h + dense(at::silu(dense(x, w.gate)) * dense(x, w.up), w.down);
     if (probs.defined()) out.attention[i] = probs;

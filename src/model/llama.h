@@ -31,7 +31,8 @@ struct LayerState {
   int layer = 0;
   at::Tensor hidden;     // [n, hidden]: output of this layer (input of the next)
   at::Tensor positions;  // [n] int64 RoPE positions of these tokens
-  at::Tensor attention;  // [rows, n_keys] head-mean probabilities of the requested rows, or undefined
+  at::Tensor attention;  // [rows, n_keys] head-mean probabilities of the requested rows over the entries the
+                         // layer read (every cache entry unless read_entries() chose fewer), or undefined
   int64_t n_past = 0;    // cache entries of this layer before these tokens
 };
 
@@ -44,6 +45,10 @@ class LayerHook {
   // empty: none (the layer then pays nothing extra).
   virtual std::vector<int64_t> attention_rows(int layer, int64_t n_tokens) = 0;
   virtual void after_layer(LayerState& state) = 0;
+  // The cache entries `layer` reads, out of the `n_entries` it holds once the new tokens are
+  // appended: ascending int64 indices, which must include the new tokens' own entries. Undefined
+  // (the default): all. The cache keeps every entry either way.
+  virtual at::Tensor read_entries(int layer, int64_t n_entries);
 };
 
 // Rows that come before the new tokens and are already cached in layers 0..after_layer (the
@@ -111,8 +116,9 @@ class LlamaModel {
                        const at::Tensor& to) const;
 
  private:
+  // `read`: the cache entries attended to (ascending int64; undefined: all).
   at::Tensor attention(int layer, const at::Tensor& x, const at::Tensor& positions, KvCache& cache,
-                       const std::vector<int64_t>& rows, at::Tensor* probs_out) const;
+                       const std::vector<int64_t>& rows, const at::Tensor& read, at::Tensor* probs_out) const;
   TextConfig config_;
   LlamaWeights weights_;
 };

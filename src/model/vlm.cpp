@@ -83,10 +83,7 @@ std::unique_ptr<VisionLanguageModel> VisionLanguageModel::random(const ModelConf
 }
 
 void VisionLanguageModel::init_common(const ModelConfig& config, const Weights& w, at::ScalarType dtype) {
-  if (config.projector_hidden_act != "gelu" && config.projector_hidden_act != "silu") {
-    throw ModelError("config.json: projector_hidden_act '" + config.projector_hidden_act +
-                     "' is not supported (gelu or silu)");
-  }
+  projector_act_ = decode_activation(config.projector_hidden_act, "projector_hidden_act", {Activation::kGelu, Activation::kSilu});
   config_ = config;
   llm_ = std::make_unique<LlamaModel>(config.text, LlamaModel::load(config.text, w, dtype));
   proj1_w_ = w.get("multi_modal_projector.linear_1.weight", dtype);
@@ -113,7 +110,7 @@ at::Tensor VisionLanguageModel::select_features(const VisionTokens& tokens, Medi
 
 at::Tensor VisionLanguageModel::project(const at::Tensor& features) const {
   at::Tensor x = at::linear(features.to(proj1_w_.scalar_type()), proj1_w_, proj1_b_);
-  x = config_.projector_hidden_act == "gelu" ? at::gelu(x) : at::silu(x);
+  x = projector_act_ == Activation::kGelu ? at::gelu(x) : at::silu(x);
   return at::linear(x, proj2_w_, proj2_b_);
 }
 

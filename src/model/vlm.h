@@ -91,6 +91,7 @@ class VisionLanguageModel {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<LlamaModel> llm_;
   at::Tensor proj1_w_, proj1_b_, proj2_w_, proj2_b_;
+  Activation projector_act_ = Activation::kGelu;  // decoded once from config_.projector_hidden_act
 
   friend std::unique_ptr<VisionLanguageModel> load_model_dir(const std::string&, const LoadOptions&);
 };

@@ -167,7 +167,7 @@ class Run : public SourceRun {
       const video::ShortClip short_clip =
           model.video_frames() > 0 ? video::ShortClip::kRepeat : video::ShortClip::kDistinct;
       config::SamplerConfig sc = options.video.sampler;
-      if (source->info().live && sc.kind == "uniform") sc.kind = "interval";
+      if (source->info().live && sc.kind == config::SamplerKind::kUniform) sc.kind = config::SamplerKind::kInterval;
       sampler = video::make_sampler(sc, short_clip);
     }
     reader_ = std::make_unique<video::AsyncReader>(std::move(source), std::move(sampler),

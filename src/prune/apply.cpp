@@ -26,7 +26,10 @@ at::Tensor splice(const at::Tensor& t, int64_t offset, int64_t n, const at::Tens
   return parts.size() == 1 ? parts[0] : at::cat(parts, 0);
 }
 
-void check_plan(const KeepPlan& plan, const PlanTarget& target, int64_t n, const std::string& who) {
+}  // namespace
+
+void check_plan(const KeepPlan& plan, const std::vector<TokenInfo>& ledger, bool protect_first, const std::string& who) {
+  const int64_t n = static_cast<int64_t>(ledger.size());
   auto fail = [&](const std::string& what) { throw InternalError("pruner " + who + ": invalid plan: " + what); };
   std::vector<char> kept(static_cast<size_t>(n), 0);
   for (int64_t i : plan.keep) {
@@ -38,6 +41,7 @@ void check_plan(const KeepPlan& plan, const PlanTarget& target, int64_t n, const
   for (const auto& g : plan.merges) {
     if (g.into < 0 || g.into >= n || !kept[static_cast<size_t>(g.into)]) fail("a merge goes into a token not kept");
     if (!g.weights.empty() && g.weights.size() != g.members.size()) fail("merge weights do not match its members");
+    if (!g.normalize && g.weights.empty()) fail("a merge summed without weights");
     if (std::find(g.members.begin(), g.members.end(), g.into) == g.members.end()) fail("a merge target is not a member");
     for (int64_t m : g.members) {
       if (m < 0 || m >= n) fail("merge member " + std::to_string(m) + " out of range");
@@ -53,24 +57,21 @@ void check_plan(const KeepPlan& plan, const PlanTarget& target, int64_t n, const
   for (int64_t i : plan.important) {
     if (i < 0 || i >= n || !kept[static_cast<size_t>(i)]) fail("a token joins S without being kept");
   }
-  const std::vector<TokenInfo>& ledger = *target.ledger;
   for (int64_t i = 0; i < n; ++i) {
     if (!kept[static_cast<size_t>(i)] && ledger[static_cast<size_t>(i)].in_s) {
       fail("token " + std::to_string(i) + " is in S and was dropped");
     }
   }
-  if (target.protect_first && n > 0 && (!kept[0] || merged_away[0])) fail("CLS dropped");
+  if (protect_first && n > 0 && (!kept[0] || merged_away[0])) fail("CLS dropped");
 }
-
-}  // namespace
 
 std::vector<Growth> apply_plan(const KeepPlan& plan, PlanTarget& target, const std::string& who) {
   if (!target.ledger) throw InternalError("apply_plan: no ledger");
   std::vector<TokenInfo>& ledger = *target.ledger;
   const int64_t n = static_cast<int64_t>(ledger.size());
-  check_plan(plan, target, n, who);
+  check_plan(plan, ledger, target.protect_first, who);
 
-  // Merges: the `into` row becomes the weighted mean of its members.
+  // Merges: the `into` row becomes the weighted mean of its members (or their weighted sum).
   std::unordered_map<int64_t, const MergeGroup*> merge_of;
   for (const auto& g : plan.merges) merge_of[g.into] = &g;
   auto weights_of = [&](const MergeGroup& g) {
@@ -81,7 +82,9 @@ std::vector<Growth> apply_plan(const KeepPlan& plan, PlanTarget& target, const s
     double total = 0;
     for (double x : w) total += x;
     if (total <= 0) throw InternalError("pruner " + who + ": merge weights sum to " + std::to_string(total));
-    for (double& x : w) x /= total;
+    if (g.normalize) {
+      for (double& x : w) x /= total;
+    }
     return w;
   };
   for (at::Tensor* t : target.merged) {

@@ -33,6 +33,10 @@ struct Growth {
   double t_last_sec = 0;
 };
 
+// Checks `plan` of pruner `who` over the tokens of `ledger` (indices valid, nothing kept twice,
+// merge targets kept, S kept, CLS kept when `protect_first`). Throws InternalError naming `who`.
+void check_plan(const KeepPlan& plan, const std::vector<TokenInfo>& ledger, bool protect_first, const std::string& who);
+
 // Carries out `plan` of pruner `who` on `target`. Returns the growths of earlier tokens
 // (absorptions). Throws InternalError naming `who` for an invalid plan (e.g. S dropped).
 std::vector<Growth> apply_plan(const KeepPlan& plan, PlanTarget& target, const std::string& who);

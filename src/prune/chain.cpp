@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <set>
+#include <unordered_set>
 
 #include "core/error.h"
 #include "core/timing.h"
@@ -21,9 +22,10 @@ bool acts_after(const Needs& needs, int layer) {
 class VisionStages : public model::VisionHook {
  public:
   VisionStages(std::vector<TokenPruner*> pruners, int n_layers, int feature_layer, int grid,
-               std::vector<TokenInfo>& ledger, std::vector<StageRecord>& records, const std::string& origin)
+               std::vector<TokenInfo>& ledger, std::vector<StageRecord>& records, const std::string& origin,
+               const TraceSink& trace, int64_t frame_seq)
       : pruners_(std::move(pruners)), n_layers_(n_layers), feature_layer_(feature_layer), grid_(grid),
-        ledger_(ledger), records_(records), origin_(origin) {}
+        ledger_(ledger), records_(records), origin_(origin), trace_(trace), frame_seq_(frame_seq) {}
 
   void after_layer(int layer, model::VisionTokens& tokens, const at::Tensor& cls_attention) override {
     for (TokenPruner* p : pruners_) {
@@ -53,6 +55,7 @@ class VisionStages : public model::VisionHook {
     v.feature_layer = feature_layer_;
     if (cls_attention.defined()) v.cls_attention = cls_attention.select(0, 0);
     KeepPlan plan = p.decide(v);
+    if (trace_) trace_(StageTrace{p.name(), p.stage(), layer, frame_seq_, 0, ledger_, plan});
     n_windows_compared_ += plan.n_windows_compared;
     n_windows_changed_ += plan.n_windows_changed;
     at::Tensor hidden = tokens.hidden.select(0, 0), size = tokens.size.select(0, 0);
@@ -80,15 +83,17 @@ class VisionStages : public model::VisionHook {
   std::vector<TokenInfo>& ledger_;
   std::vector<StageRecord>& records_;
   const std::string& origin_;
+  const TraceSink& trace_;
+  int64_t frame_seq_;
 };
 
 // Applies the prefill stages between LLM layers and remembers which vision tokens each layer cached.
 class PrefillStages : public model::LayerHook {
  public:
   PrefillStages(std::vector<TokenPruner*> pruners, const View& base, PrefillRun& run, std::vector<TokenInfo> ledger,
-                const std::string& origin, bool ground)
+                const std::string& origin, bool ground, const TraceSink& trace)
       : pruners_(std::move(pruners)), base_(base), run_(run), ledger_(std::move(ledger)), origin_(origin),
-        ground_(ground) {}
+        ground_(ground), trace_(trace) {}
 
   // Asked by the LLM before each layer runs; the rows are kept for after_layer().
   std::vector<int64_t> attention_rows(int layer, int64_t n_tokens) override {
@@ -123,6 +128,7 @@ class PrefillStages : public model::LayerHook {
       v.rows = rows_;
       v.attention = st.attention;
       KeepPlan plan = p->decide(v);
+      if (trace_) trace_(StageTrace{p->name(), p->stage(), st.layer, -1, 0, ledger_, plan});
       PlanTarget target;
       target.merged = {&st.hidden};
       target.gathered = {&st.positions};
@@ -166,37 +172,119 @@ class PrefillStages : public model::LayerHook {
   std::vector<int64_t> rows_;  // query rows the current layer returns attention for
   const std::string& origin_;
   bool ground_;
+  const TraceSink& trace_;
+};
+
+// The decode stages that choose, at each decode step, which vision entries the layers above
+// their layer read (Needs::decode_read_after); one hook for the whole generation, told each step.
+class DecodeReads : public model::LayerHook {
+ public:
+  DecodeReads(std::vector<TokenPruner*> pruners, PrefillRun& run, int n_layers, TraceSink trace)
+      : pruners_(std::move(pruners)), run_(run), n_layers_(n_layers), trace_(std::move(trace)) {}
+
+  // A new decode step, after `steps_done` steps: earlier selections no longer hold.
+  void begin_step(int steps_done) {
+    step_ = steps_done;
+    selections_.clear();
+  }
+
+  std::vector<int64_t> attention_rows(int layer, int64_t n_tokens) override {
+    for (const TokenPruner* p : pruners_) {
+      if (read_after(*p) == layer && n_tokens > 0) return {n_tokens - 1};  // the new token
+    }
+    return {};
+  }
+
+  void after_layer(model::LayerState& st) override {
+    for (TokenPruner* p : pruners_) {
+      if (read_after(*p) != st.layer) continue;
+      auto t0 = Clock::now();
+      if (st.layer >= static_cast<int>(run_.layer_vision.size())) return;
+      std::vector<TokenInfo>& ledger = run_.layer_vision[static_cast<size_t>(st.layer)];
+      const int64_t n_entries = st.n_past + st.hidden.size(0);
+      if (!st.attention.defined() || st.attention.size(1) != n_entries) {
+        throw InternalError(p->name() + ": decode step " + std::to_string(step_) + ": no attention over all " +
+                            std::to_string(n_entries) + " entries of LLM layer " + std::to_string(st.layer) +
+                            " (another stage's selection applies there)");
+      }
+      View v;
+      v.stage = Stage::Decode;
+      v.layer = st.layer;
+      v.n_layers = n_layers_;
+      v.tokens = &ledger;
+      v.vision_begin = run_.vision_begin;
+      v.n_vision = static_cast<int64_t>(ledger.size());
+      v.n_tokens = n_entries;
+      v.rows = {n_entries - 1};
+      v.attention = st.attention;
+      v.step = step_;
+      v.final_ids = &run_.final_ids;
+      KeepPlan plan = p->decide(v);
+      if (trace_) trace_(StageTrace{p->name(), Stage::Decode, st.layer, -1, step_, ledger, plan, true});
+      check_plan(plan, ledger, false, p->name());
+      if (!plan.merges.empty() || !plan.absorbed.empty() || !plan.important.empty()) {
+        throw InternalError("pruner " + p->name() + ": a decode read selection can only keep entries");
+      }
+      if (plan.keep.size() < ledger.size()) {
+        Selection sel;
+        sel.from_layer = st.layer + 1;
+        for (const TokenInfo& e : ledger) sel.shown.insert(e.id);
+        for (int64_t i : plan.keep) sel.kept.insert(ledger[static_cast<size_t>(i)].id);
+        selections_.push_back(std::move(sel));
+      }
+      record_stage(run_.records, p->name(), Stage::Decode, st.layer + 1, v.n_vision,
+                   static_cast<int64_t>(plan.keep.size()), ms_since(t0));
+    }
+  }
+
+  // Every entry outside the layer's vision block, and its vision entries that every selection
+  // made below it keeps (or never saw).
+  at::Tensor read_entries(int layer, int64_t n_entries) override {
+    bool any = false;
+    for (const Selection& s : selections_) any = any || s.from_layer <= layer;
+    if (!any || layer >= static_cast<int>(run_.layer_vision.size())) return at::Tensor();
+    const std::vector<TokenInfo>& ledger = run_.layer_vision[static_cast<size_t>(layer)];
+    const int64_t begin = run_.vision_begin, n_vision = static_cast<int64_t>(ledger.size());
+    if (begin + n_vision > n_entries) {
+      throw InternalError("decode: layer " + std::to_string(layer) + " holds " + std::to_string(n_entries) +
+                          " entries, fewer than its vision block ends at (" + std::to_string(begin + n_vision) + ")");
+    }
+    std::vector<int64_t> read;
+    read.reserve(static_cast<size_t>(n_entries));
+    for (int64_t i = 0; i < begin; ++i) read.push_back(i);
+    for (int64_t j = 0; j < n_vision; ++j) {
+      const int64_t id = ledger[static_cast<size_t>(j)].id;
+      bool keep = true;
+      for (const Selection& s : selections_) {
+        if (s.from_layer <= layer && s.shown.count(id) > 0 && s.kept.count(id) == 0) keep = false;
+      }
+      if (keep) read.push_back(begin + j);
+    }
+    for (int64_t i = begin + n_vision; i < n_entries; ++i) read.push_back(i);
+    return at::tensor(read, at::TensorOptions().dtype(at::kLong));
+  }
+
+ private:
+  struct Selection {
+    int from_layer = 0;                // layers >= this read it
+    std::unordered_set<int64_t> shown;  // ids the stage judged
+    std::unordered_set<int64_t> kept;   // ... and kept
+  };
+  int read_after(const TokenPruner& p) const { return p.needs(n_layers_).decode_read_after; }
+
+  std::vector<TokenPruner*> pruners_;
+  PrefillRun& run_;
+  int n_layers_;
+  TraceSink trace_;
+  int step_ = 0;
+  std::vector<Selection> selections_;  // this step's
 };
 
 }  // namespace
 
-Chain::Chain(const Chain& other) : name_(other.name_), origin_(other.origin_), vision_records_(other.vision_records_) {
+Chain::Chain(const Chain& other)
+    : name_(other.name_), origin_(other.origin_), vision_records_(other.vision_records_), trace_(other.trace_) {
   for (const auto& p : other.pruners_) pruners_.push_back(p->clone());
-}
-
-std::unique_ptr<Chain> Chain::build(const config::PipelineConfig& config, const std::string& origin) {
-  auto chain = std::make_unique<Chain>();
-  chain->name_ = config.name;
-  chain->origin_ = origin;
-  std::vector<std::string> known = registered_names();
-  std::string list;
-  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-  std::set<std::string> seen;
-  for (const auto& name : config.chain) {
-    auto it = std::find_if(registry().begin(), registry().end(),
-                           [&](const RegistryEntry& e) { return name == e.name; });
-    if (it == registry().end()) {
-      throw ConfigError(origin + ": chain: unknown pruner '" + name + "' (known: " + list + ")");
-    }
-    if (!seen.insert(name).second) throw ConfigError(origin + ": chain: pruner '" + name + "' is listed twice");
-    if (!chain->pruners_.empty() && chain->pruners_.back()->stage() > it->stage) {
-      throw ConfigError(origin + ": chain: '" + name + "' (" + stage_name(it->stage) + ") must come before '" +
-                        chain->pruners_.back()->name() + "' (" + stage_name(chain->pruners_.back()->stage()) +
-                        "): stages run in the order VisionLayer, VisionOutput, Prefill, Decode");
-    }
-    chain->pruners_.push_back(it->make(config));
-  }
-  return chain;
 }
 
 void Chain::add(std::unique_ptr<TokenPruner> pruner) { pruners_.push_back(std::move(pruner)); }
@@ -248,7 +336,7 @@ EncodedFrame Chain::encode_frame(const model::VisionLanguageModel& model, const 
   for (TokenPruner* p : vision) {
     if (p->stage() == Stage::VisionLayer) in_tower.push_back(p);
   }
-  VisionStages stages(in_tower, n_layers, req.output_layer, grid, ledger, vision_records_, origin_);
+  VisionStages stages(in_tower, n_layers, req.output_layer, grid, ledger, vision_records_, origin_, trace_, frame_seq);
   req.hook = &stages;
   model::VisionResult r = tower.forward(pixels, req);
 
@@ -344,7 +432,7 @@ PrefillRun Chain::prefill(const model::VisionLanguageModel& model, const model::
   base.n_frames = std::max<int64_t>(1, n_frames);
   static std::atomic<int64_t> prefills{0};
   base.prefill_id = ++prefills;
-  PrefillStages hook(stages, base, run, ledger, origin_, ground);
+  PrefillStages hook(stages, base, run, ledger, origin_, ground, trace_);
   f.hook = &hook;
   run.out = model.llm().forward(f);
   run.final_ids.clear();
@@ -393,12 +481,27 @@ std::vector<std::string> Chain::inactive_stages(const model::VisionLanguageModel
   return out;
 }
 
+model::StepLayerHook Chain::decode_layer_hook(PrefillRun& run) const {
+  const int n_layers = static_cast<int>(run.layer_vision.size());
+  std::vector<TokenPruner*> readers;
+  for (const auto& p : run.stages) {
+    if (p->stage() == Stage::Decode && p->needs(n_layers).decode_read_after >= 0) readers.push_back(p.get());
+  }
+  if (readers.empty()) return {};
+  auto hook = std::make_shared<DecodeReads>(std::move(readers), run, n_layers, trace_);
+  return [hook](int step) -> model::LayerHook* {
+    hook->begin_step(step - 1);
+    return hook.get();
+  };
+}
+
 void Chain::after_decode_step(int step, model::KvCache& cache, PrefillRun& run) const {
+  int n_layers = static_cast<int>(run.layer_vision.size());
   for (const auto& p : run.stages) {
     if (p->stage() != Stage::Decode || !p->acts_at_step(step)) continue;
+    if (p->needs(n_layers).decode_read_after >= 0) continue;  // acts through decode_layer_hook()
     auto t0 = Clock::now();
     int64_t n_in = 0, n_out = 0;
-    int n_layers = static_cast<int>(run.layer_vision.size());
     for (int l = 0; l < n_layers; ++l) {
       std::vector<TokenInfo>& ledger = run.layer_vision[static_cast<size_t>(l)];
       n_in += static_cast<int64_t>(ledger.size());
@@ -413,6 +516,7 @@ void Chain::after_decode_step(int step, model::KvCache& cache, PrefillRun& run) 
       v.step = step;
       v.final_ids = &run.final_ids;
       KeepPlan plan = p->decide(v);
+      if (trace_) trace_(StageTrace{p->name(), Stage::Decode, l, -1, step, ledger, plan});
       PlanTarget target;
       target.offset = run.vision_begin;
       target.ledger = &ledger;

@@ -10,11 +10,13 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "config/pipeline_config.h"
+#include "model/generate.h"
 #include "model/vlm.h"
 #include "prune/apply.h"
 #include "prune/pruner.h"
@@ -32,6 +34,21 @@ struct EncodedFrame {
   int64_t n_windows_compared = 0;         // temporal merging: windows compared with an earlier frame
   int64_t n_windows_changed = 0;          // ... and found unlike it (KeepPlan)
 };
+
+// What one stage did, as it happened (mustdrop inspect draws these): the tokens it was shown and
+// its plan. Vision stages: one frame's tokens (CLS first); Prefill: the vision block after an LLM
+// layer; Decode: the vision entries of one cache layer.
+struct StageTrace {
+  std::string pruner;
+  Stage stage = Stage::VisionLayer;
+  int layer = 0;                  // ViT or LLM layer (-1: after the tower)
+  int64_t frame_seq = -1;         // vision stages: the frame; -1 otherwise
+  int step = 0;                   // Decode: decode steps done
+  std::vector<TokenInfo> before;  // the tokens shown, in order (plan indices point here)
+  KeepPlan plan;
+  bool read_only = false;         // Decode: the entries one decode step read (Needs::decode_read_after); nothing evicted
+};
+using TraceSink = std::function<void(const StageTrace&)>;
 
 // A prefill with the prefill stages, and what the decode stages need afterwards.
 struct PrefillRun {
@@ -63,6 +80,9 @@ class Chain {
   const std::vector<std::unique_ptr<TokenPruner>>& pruners() const { return pruners_; }
   // Adds a pruner at the end (tests compose chains by hand).
   void add(std::unique_ptr<TokenPruner> pruner);
+  // Every stage's decision from now on goes to `sink` too (copies of the chain keep it), called on
+  // the thread that runs the stage. Empty: none (the default; costs nothing).
+  void set_trace(TraceSink sink) { trace_ = std::move(sink); }
 
   // Runs the tower for `media` over one frame ([1, 3, S, S]) with the vision stages and the
   // frame's ledger.
@@ -81,8 +101,14 @@ class Chain {
   // The last LLM layer whose keys and values cannot depend on the question: the first layer after
   // which a prefill stage acts (or whose attention it reads); the last layer when none does.
   int prefix_layer(const model::VisionLanguageModel& model) const;
-  // Decode stages due after `step` decode steps (0: right after prefill) act on `cache`.
+  // Decode stages due after `step` decode steps (0: right after prefill) act on `cache` (evicting).
   void after_decode_step(int step, model::KvCache& cache, PrefillRun& run) const;
+  // For generate(): the layer hook of every decode step of this answer, through which its decode
+  // stages that choose what each step reads (Needs::decode_read_after >= 0) act; they see the new
+  // token's attention at their layer and the layers above read only the vision entries they keep
+  // (their records: `layer` is the first reading layer, one call per step). Empty when no stage
+  // reads so: decode then runs without a hook. `run` must outlive the hook.
+  model::StepLayerHook decode_layer_hook(PrefillRun& run) const;
   // Stages that can never act on `model` (layers past its depth), one line each, for a warning.
   std::vector<std::string> inactive_stages(const model::VisionLanguageModel& model) const;
   // Vision-stage records summed over the frames encoded so far.
@@ -97,6 +123,7 @@ class Chain {
   std::string origin_ = "pipeline";  // the YAML it came from, for messages
   std::vector<std::unique_ptr<TokenPruner>> pruners_;
   std::vector<StageRecord> vision_records_;
+  TraceSink trace_;
 };
 
 // Fills each record's `flops`: the FLOPs of the layers its output fed, up to the next stage of
@@ -105,14 +132,5 @@ class Chain {
 void attribute_flops(std::vector<StageRecord>& records, const model::ModelConfig& config,
                      const std::vector<std::vector<int64_t>>& vision_tokens_per_layer,
                      const std::vector<int64_t>& llm_tokens_per_layer, double decode_flops);
-
-// The registry (registry.cpp): every pruner, by name.
-struct RegistryEntry {
-  const char* name;
-  Stage stage;
-  std::unique_ptr<TokenPruner> (*make)(const config::PipelineConfig& config);
-};
-const std::vector<RegistryEntry>& registry();
-std::vector<std::string> registered_names();
 
 }  // namespace mustdrop::prune

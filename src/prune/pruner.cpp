@@ -99,6 +99,14 @@ int64_t at_least_s(int64_t budget, const std::vector<TokenInfo>& tokens) {
   return std::max(budget, static_cast<int64_t>(important_indices(tokens).size()));
 }
 
+Needs acting_after_with_cls(int layer, int n_layers) {
+  const int l = layer < 0 ? n_layers + layer : layer;
+  Needs n;
+  n.layers = {l};
+  n.vision_cls_attention = {l};
+  return n;
+}
+
 Needs acting_after(std::vector<int> layers) {
   Needs n;
   n.layers = std::move(layers);

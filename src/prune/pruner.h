@@ -17,7 +17,7 @@ enum class Stage {
   VisionLayer,   // inside the ViT, after a layer
   VisionOutput,  // after the tower, within and across frames
   Prefill,       // after an LLM layer during prefill (vision block only)
-  Decode,        // KV-cache eviction during generation
+  Decode,        // during generation: KV-cache eviction, or per-step reading (Needs::decode_read_after)
 };
 const char* stage_name(Stage stage);
 
@@ -35,11 +35,13 @@ struct TokenInfo {
 };
 constexpr int64_t kIdsPerFrame = int64_t(1) << 24;
 
-// Tokens folded into one: `into` (kept) becomes the weighted mean of `members` (into included).
+// Tokens folded into one: `into` (kept) becomes the weighted mean of `members` (into included),
+// or their weighted sum when `normalize` is false (VisionZip's target + mean of the assigned).
 struct MergeGroup {
   int64_t into = 0;
   std::vector<int64_t> members;
   std::vector<double> weights;  // one per member; empty: the members' sizes (size-weighted mean)
+  bool normalize = true;        // false: the weighted sum, weights as given (required), not divided by their total
 };
 
 // A token of the current list folded into a token of an earlier frame (temporal merging):
@@ -78,14 +80,14 @@ struct View {
   int64_t vision_begin = 0;
   int64_t n_vision = 0;
   int64_t n_tokens = 0;        // current sequence length (Prefill), cache entries (Decode)
-  std::vector<int64_t> rows;   // Prefill: the query rows in `attention`
-  at::Tensor attention;        // Prefill: [rows, n] head-mean probabilities
+  std::vector<int64_t> rows;   // Prefill: the query rows in `attention`; Decode reading: {n_tokens - 1}, the new token
+  at::Tensor attention;        // Prefill: [rows, n] head-mean probabilities; Decode reading: [1, n_tokens]
   at::Tensor prompt_embeddings;  // Prefill: [n0, D] input embeddings of the whole prompt
   int64_t prompt_vision_begin = 0;
   int64_t prompt_n_vision = 0;
   int64_t n_frames = 1;        // frames in the vision block (budgets are per frame)
   int64_t prefill_id = 0;      // Prefill: unique per prefill (what depends on the prompt alone may be cached)
-  int step = 0;                // Decode: decode steps done
+  int step = 0;                // Decode: decode steps done (reading: before the step being run)
   const std::vector<int64_t>* final_ids = nullptr;  // Decode: ids of vision tokens that reached the last layer
 };
 
@@ -94,6 +96,10 @@ struct Needs {
   std::vector<int> layers;               // layers after which it acts (ViT or LLM, by stage); Decode: the first layer it evicts from
   std::vector<int> vision_cls_attention; // ViT layers whose CLS rows it reads (-1: last)
   bool proportional_attention = false;   // merged ViT tokens weigh by log(size) in attention
+  // Decode, >= 0: instead of evicting, at each decode step after this LLM layer (shown the new
+  // token's attention row there) it picks the vision entries the later layers read in that step;
+  // the cache keeps every entry (Chain::decode_layer_hook). -1: it does not.
+  int decode_read_after = -1;
 };
 
 class TokenPruner {
@@ -140,6 +146,9 @@ std::vector<int64_t> keep_top_with_s(const at::Tensor& scores, int64_t budget, c
 int64_t at_least_s(int64_t budget, const std::vector<TokenInfo>& tokens);
 // Needs of a stage acting after `layers` and reading nothing else.
 Needs acting_after(std::vector<int> layers);
+// Needs of a vision stage acting after ViT layer `layer` (< 0: from the end of `n_layers`) and
+// reading that layer's CLS attention.
+Needs acting_after_with_cls(int layer, int n_layers);
 // Vision-block indices of tokens in S.
 std::vector<int64_t> important_indices(const std::vector<TokenInfo>& tokens);
 // Adds S to a sorted keep list (result sorted, unique).

@@ -203,7 +203,7 @@ AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& que
         emit(text ? text->push(id) : "<" + std::to_string(id) + ">");
         return !stop();
       },
-      decode_stages);
+      decode_stages, stages.decode_layer_hook(run));
   if (text) emit(text->finish());
   st.interrupted = stop();
   st.n_generated = static_cast<int64_t>(g.ids.size());

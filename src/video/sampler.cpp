@@ -266,10 +266,15 @@ std::vector<size_t> uniform_picks(const std::vector<double>& times, int n, Short
 }
 
 std::unique_ptr<Sampler> make_sampler(const config::SamplerConfig& config, ShortClip short_clip) {
-  if (config.kind == "uniform") return std::make_unique<UniformSampler>(config.frames, config.seek_threshold_sec, short_clip);
-  if (config.kind == "fps") return std::make_unique<PeriodicSampler>(1.0 / config.fps, config.frames);
-  if (config.kind == "interval") return std::make_unique<PeriodicSampler>(config.interval_sec, config.frames);
-  throw ConfigError("video.sampler.kind: unknown sampler '" + config.kind + "' (expected uniform, fps or interval)");
+  switch (config.kind) {
+    case config::SamplerKind::kUniform:
+      return std::make_unique<UniformSampler>(config.frames, config.seek_threshold_sec, short_clip);
+    case config::SamplerKind::kFps:
+      return std::make_unique<PeriodicSampler>(1.0 / config.fps, config.frames);
+    case config::SamplerKind::kInterval:
+      return std::make_unique<PeriodicSampler>(config.interval_sec, config.frames);
+  }
+  throw InternalError("video.sampler.kind: no sampler for value " + std::to_string(static_cast<int>(config.kind)));
 }
 
 }  // namespace mustdrop::video

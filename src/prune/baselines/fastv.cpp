@@ -25,8 +25,4 @@ int64_t Fastv::max_kept(const View& v) const {
   return at_least_s(count_or_ratio(o_.keep_tokens_per_frame, o_.keep_ratio, v), *v.tokens);
 }
 
-std::unique_ptr<TokenPruner> make_fastv(const config::PipelineConfig& config) {
-  return std::make_unique<Fastv>(config.fastv);
-}
-
 }  // namespace mustdrop::prune

@@ -5,14 +5,28 @@
 
 #include <memory>
 
-#include "config/pipeline_config.h"
+#include "config/decode.h"
 #include "prune/pruner.h"
 
 namespace mustdrop::prune {
 
+// fastv: after layer K-1, keep the vision tokens the last prompt token attends to most.
+struct FastvOptions {
+  int k = 2;                       // K: layers >= K run on the kept tokens
+  double keep_ratio = 0.5;         // share of vision tokens kept (when keep_tokens_per_frame is 0)
+  int keep_tokens_per_frame = 0;   // > 0: keep exactly this many per frame
+
+  template <class V>
+  void visit(V& v) {
+    v("k", k, config::range(1, 10000));
+    v("keep_ratio", keep_ratio, config::range(0, 1));
+    v("keep_tokens_per_frame", keep_tokens_per_frame, config::range(0, 1e6));
+  }
+};
+
 class Fastv : public TokenPruner {
  public:
-  explicit Fastv(const config::FastvOptions& options) : o_(options) {}
+  explicit Fastv(const FastvOptions& options) : o_(options) {}
   std::string name() const override { return "fastv"; }
   Stage stage() const override { return Stage::Prefill; }
   Needs needs(int n_layers) const override;
@@ -22,9 +36,7 @@ class Fastv : public TokenPruner {
   std::unique_ptr<TokenPruner> clone() const override { return std::make_unique<Fastv>(*this); }
 
  private:
-  config::FastvOptions o_;
+  FastvOptions o_;
 };
-
-std::unique_ptr<TokenPruner> make_fastv(const config::PipelineConfig& config);
 
 }  // namespace mustdrop::prune

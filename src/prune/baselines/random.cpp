@@ -25,8 +25,4 @@ int64_t RandomDrop::max_kept(const View& v) const {
   return at_least_s(count_or_ratio(o_.keep_tokens_per_frame, o_.keep_ratio, v), *v.tokens);
 }
 
-std::unique_ptr<TokenPruner> make_random(const config::PipelineConfig& config) {
-  return std::make_unique<RandomDrop>(config.random);
-}
-
 }  // namespace mustdrop::prune

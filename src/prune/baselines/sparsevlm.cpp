@@ -151,8 +151,4 @@ int64_t SparseVlm::max_kept(const View& v) const {
   return keep_n + std::min<int64_t>(n_rec, static_cast<int64_t>(static_cast<double>(n_rec) * o_.cluster_ratio) + 1);
 }
 
-std::unique_ptr<TokenPruner> make_sparsevlm(const config::PipelineConfig& config) {
-  return std::make_unique<SparseVlm>(config.sparsevlm);
-}
-
 }  // namespace mustdrop::prune

@@ -5,14 +5,34 @@
 
 #include <memory>
 
-#include "config/pipeline_config.h"
+#include "config/decode.h"
 #include "prune/pruner.h"
 
 namespace mustdrop::prune {
 
+// sparsevlm: text raters, rank-adaptive keep counts, recycling of dropped tokens.
+struct SparseVlmOptions {
+  std::vector<int> layers = {2, 6, 15, 19};  // LLM layers (0-based) after which it sparsifies
+  double scale = 13.5;                       // keep min(rank * scale + bias, n_v - 1) tokens
+  double bias = 0;
+  double recycle_ratio = 0.3;                // share of the dropped tokens (best scored) recycled into clusters
+  double cluster_ratio = 0.1;                // clusters per recycled token (int(n * ratio) + 1 clusters)
+  int target_tokens_per_frame = 0;           // > 0: keep this many per frame instead of the rank rule
+
+  template <class V>
+  void visit(V& v) {
+    v("layers", layers, config::range(0, 10000));
+    v("scale", scale, config::range(0, 1e6));
+    v("bias", bias, config::range(-1e6, 1e6));
+    v("recycle_ratio", recycle_ratio, config::range(0, 1));
+    v("cluster_ratio", cluster_ratio, config::range(0, 1));
+    v("target_tokens_per_frame", target_tokens_per_frame, config::range(0, 1e6));
+  }
+};
+
 class SparseVlm : public TokenPruner {
  public:
-  explicit SparseVlm(const config::SparseVlmOptions& options) : o_(options) {}
+  explicit SparseVlm(const SparseVlmOptions& options) : o_(options) {}
   std::string name() const override { return "sparsevlm"; }
   Stage stage() const override { return Stage::Prefill; }
   Needs needs(int n_layers) const override;
@@ -26,12 +46,10 @@ class SparseVlm : public TokenPruner {
 
  private:
   std::vector<int64_t> compute_raters(const View& view) const;
-  config::SparseVlmOptions o_;
+  SparseVlmOptions o_;
   // Raters depend only on the prompt: computed once per prefill.
   mutable int64_t raters_prefill_ = 0;
   mutable std::vector<int64_t> raters_;
 };
-
-std::unique_ptr<TokenPruner> make_sparsevlm(const config::PipelineConfig& config);
 
 }  // namespace mustdrop::prune

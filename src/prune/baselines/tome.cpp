@@ -82,8 +82,4 @@ KeepPlan Tome::decide(const View& v) {
 
 int64_t Tome::max_kept(const View& v) const { return static_cast<int64_t>(v.tokens->size()) - merges_at(v); }
 
-std::unique_ptr<TokenPruner> make_tome(const config::PipelineConfig& config) {
-  return std::make_unique<Tome>(config.tome);
-}
-
 }  // namespace mustdrop::prune

@@ -4,14 +4,28 @@
 
 #include <memory>
 
-#include "config/pipeline_config.h"
+#include "config/decode.h"
 #include "prune/pruner.h"
 
 namespace mustdrop::prune {
 
+// tome: bipartite soft matching in every ViT layer up to the feature layer.
+struct TomeOptions {
+  int r = 16;                        // tokens merged per layer (at most half the mergeable tokens)
+  int target_tokens_per_frame = 0;   // > 0: choose r per layer to end with this many patch tokens
+  bool proportional_attention = true;  // add log(size) to the attention logits
+
+  template <class V>
+  void visit(V& v) {
+    v("r", r, config::range(0, 1e6));
+    v("target_tokens_per_frame", target_tokens_per_frame, config::range(0, 1e6));
+    v("proportional_attention", proportional_attention, config::any());
+  }
+};
+
 class Tome : public TokenPruner {
  public:
-  explicit Tome(const config::TomeOptions& options) : o_(options) {}
+  explicit Tome(const TomeOptions& options) : o_(options) {}
   std::string name() const override { return "tome"; }
   Stage stage() const override { return Stage::VisionLayer; }
   // Lists every tower layer; the chain runs it only up to the feature layer (past it the tower
@@ -25,9 +39,7 @@ class Tome : public TokenPruner {
   int64_t merges_at(const View& view) const;
 
  private:
-  config::TomeOptions o_;
+  TomeOptions o_;
 };
-
-std::unique_ptr<TokenPruner> make_tome(const config::PipelineConfig& config);
 
 }  // namespace mustdrop::prune

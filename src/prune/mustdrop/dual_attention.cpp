@@ -58,8 +58,4 @@ int64_t DualAttention::max_kept(const View& v) const {
   return at_least_s(frame_budget(o_.target_tokens_per_frame, v.n_frames, v.n_vision), *v.tokens);
 }
 
-std::unique_ptr<TokenPruner> make_dual_attention(const config::PipelineConfig& config) {
-  return std::make_unique<DualAttention>(config.mustdrop.dual_attention);
-}
-
 }  // namespace mustdrop::prune

@@ -9,11 +9,7 @@
 namespace mustdrop::prune {
 
 Needs ImportantSet::needs(int n_layers) const {
-  Needs n;
-  int layer = o_.layer < 0 ? n_layers + o_.layer : o_.layer;
-  n.layers = {layer};
-  n.vision_cls_attention = {layer};
-  return n;
+  return acting_after_with_cls(o_.layer, n_layers);
 }
 
 int64_t ImportantSet::set_size(int64_t n_vision) const {
@@ -31,10 +27,6 @@ KeepPlan ImportantSet::decide(const View& v) {
   const int64_t n_vision = n - 1;
   for (int64_t i : top_k_ascending(v.cls_attention, set_size(n_vision))) plan.important.push_back(i + 1);
   return plan;
-}
-
-std::unique_ptr<TokenPruner> make_important_set(const config::PipelineConfig& config) {
-  return std::make_unique<ImportantSet>(config.mustdrop.important_set);
 }
 
 }  // namespace mustdrop::prune

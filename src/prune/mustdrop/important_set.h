@@ -5,14 +5,26 @@
 
 #include <memory>
 
-#include "config/pipeline_config.h"
+#include "config/decode.h"
 #include "prune/pruner.h"
 
 namespace mustdrop::prune {
 
+// mustdrop.important_set: the set S from the CLS attention of one ViT layer.
+struct ImportantSetOptions {
+  int layer = -1;       // ViT layer whose CLS->patch attention ranks tokens (-1: the last layer)
+  double ratio = 0.08;  // rho: S holds the top ceil(rho * N_v) tokens of each frame
+
+  template <class V>
+  void visit(V& v) {
+    v("layer", layer, config::range(-1000, 1000));
+    v("ratio", ratio, config::range(0, 1));
+  }
+};
+
 class ImportantSet : public TokenPruner {
  public:
-  explicit ImportantSet(const config::ImportantSetOptions& options) : o_(options) {}
+  explicit ImportantSet(const ImportantSetOptions& options) : o_(options) {}
   std::string name() const override { return "mustdrop.important_set"; }
   Stage stage() const override { return Stage::VisionLayer; }
   Needs needs(int n_layers) const override;
@@ -22,9 +34,7 @@ class ImportantSet : public TokenPruner {
   int64_t set_size(int64_t n_vision) const;
 
  private:
-  config::ImportantSetOptions o_;
+  ImportantSetOptions o_;
 };
-
-std::unique_ptr<TokenPruner> make_important_set(const config::PipelineConfig& config);
 
 }  // namespace mustdrop::prune

@@ -12,7 +12,7 @@ KeepPlan KvEvict::decide(const View& v) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (v.layer < o_.layer) return KeepPlan::keep_all(n);
   std::unordered_set<int64_t> final_ids;
-  if (o_.policy == "final_kept" && v.final_ids) final_ids.insert(v.final_ids->begin(), v.final_ids->end());
+  if (o_.policy == KvPolicy::kFinalKept && v.final_ids) final_ids.insert(v.final_ids->begin(), v.final_ids->end());
   KeepPlan plan;
   for (int64_t i = 0; i < n; ++i) {
     const TokenInfo& t = tokens[size_t(i)];
@@ -26,15 +26,11 @@ int64_t KvEvict::max_kept(const View& v) const {
   if (v.layer < o_.layer) return static_cast<int64_t>(tokens.size());
   int64_t bound = 0;
   for (const auto& t : tokens) {
-    bool final_kept = o_.policy == "final_kept" && v.final_ids &&
+    bool final_kept = o_.policy == KvPolicy::kFinalKept && v.final_ids &&
                       std::find(v.final_ids->begin(), v.final_ids->end(), t.id) != v.final_ids->end();
     bound += (t.in_s || final_kept) ? 1 : 0;
   }
   return bound;
-}
-
-std::unique_ptr<TokenPruner> make_kv_evict(const config::PipelineConfig& config) {
-  return std::make_unique<KvEvict>(config.mustdrop.kv_evict);
 }
 
 }  // namespace mustdrop::prune

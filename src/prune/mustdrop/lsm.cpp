@@ -171,8 +171,4 @@ KeepPlan Lsm::decide(const View& v) {
   return plan;
 }
 
-std::unique_ptr<TokenPruner> make_lsm(const config::PipelineConfig& config) {
-  return std::make_unique<Lsm>(config.mustdrop.lsm);
-}
-
 }  // namespace mustdrop::prune

@@ -18,14 +18,33 @@
 #include <memory>
 #include <vector>
 
-#include "config/pipeline_config.h"
+#include "config/decode.h"
 #include "prune/pruner.h"
 
 namespace mustdrop::prune {
 
+// mustdrop.lsm: local spatial merging in k x k windows, optionally reaching back in time.
+struct LsmOptions {
+  int layer = 0;                    // ViT layer (0-based) after which windows are checked
+  int window = 3;                   // k: non-overlapping k x k windows; a grid k does not divide keeps its edges
+  double threshold = 0.8;           // tau: a window whose mean pairwise cosine is >= tau becomes one token
+  int temporal_frames = 1;          // t: a window also covers the same cells of up to t-1 earlier frames (1: off)
+  double temporal_threshold = 0.9;  // tau_t: mean co-located cosine at which a later frame's window joins the earlier tokens
+
+  template <class V>
+  void visit(V& v) {
+    v("layer", layer, config::range(0, 1000));
+    v("window", window, config::range(1, 64));
+    v("threshold", threshold, config::range(-1, 2));
+    v("temporal_frames", temporal_frames, config::range(1, 1000));
+    v("temporal_threshold", temporal_threshold, config::range(-1, 2));
+  }
+};
+
 class Lsm : public TokenPruner {
  public:
-  explicit Lsm(const config::LsmOptions& options) : o_(options) {}
+  explicit Lsm(const LsmOptions& options) : o_(options) {}
+  const LsmOptions& options() const { return o_; }
   Lsm(const Lsm& other);
   std::string name() const override { return "mustdrop.lsm"; }
   Stage stage() const override { return Stage::VisionLayer; }
@@ -37,7 +56,7 @@ class Lsm : public TokenPruner {
   void forget(const std::vector<int64_t>& ids) override;
 
  private:
-  config::LsmOptions o_;
+  LsmOptions o_;
   // Per grid cell, the earlier token that stands for it (temporal windows).
   struct Memory {
     int grid = 0;
@@ -47,7 +66,5 @@ class Lsm : public TokenPruner {
     std::vector<double> reference_size;
   } memory_;
 };
-
-std::unique_ptr<TokenPruner> make_lsm(const config::PipelineConfig& config);
 
 }  // namespace mustdrop::prune

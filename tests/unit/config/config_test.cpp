@@ -78,7 +78,7 @@ Config non_default_config() {
   c.log_level = "off";
   c.video.frame_dir_fps = 29.97;
   c.video.decoder_threads = 3;
-  c.video.sampler.kind = "interval";
+  c.video.sampler.kind = SamplerKind::kInterval;
   c.video.sampler.frames = 0;
   c.video.sampler.fps = 0.1 + 0.2;  // 0.30000000000000004
   c.video.sampler.interval_sec = 1.0 / 3.0;
@@ -130,6 +130,10 @@ struct LeafPrinter {
   }
   static std::string text(int v) { return std::to_string(v); }
   static std::string text(bool v) { return v ? "true" : "false"; }
+  template <class E, std::enable_if_t<std::is_enum<E>::value, int> = 0>
+  static std::string text(E v) {
+    return enum_names(v)[static_cast<std::size_t>(v)];
+  }
   template <class T>
   static std::string text(const std::vector<T>& v) {
     std::string r = "[";
@@ -394,7 +398,7 @@ TEST(Overrides, NestedScalar) {
   EXPECT_EQ(c.video.sampler.frames, 16);
   EXPECT_EQ(c.log_level, "debug");
   EXPECT_EQ(c.video.live.transport, "udp");
-  EXPECT_EQ(c.video.sampler.kind, "uniform");
+  EXPECT_EQ(c.video.sampler.kind, SamplerKind::kUniform);
 }
 
 TEST(Overrides, List) {
@@ -411,7 +415,7 @@ TEST(Overrides, AppliedAfterTheFile) {
   TempFile file("video:\n  sampler:\n    frames: 4\n    kind: fps\n");
   Config c = load(file.path(), {"video.sampler.frames=12"});
   EXPECT_EQ(c.video.sampler.frames, 12);
-  EXPECT_EQ(c.video.sampler.kind, "fps");  // from the file, untouched by --set
+  EXPECT_EQ(c.video.sampler.kind, SamplerKind::kFps);  // from the file, untouched by --set
   Config s = load_string("log_level: warn\n", "t.yaml", {"log_level=error"});
   EXPECT_EQ(s.log_level, "error");
 }
@@ -469,30 +473,73 @@ TEST(Overrides, ErrorAfterAGoodFileStillNamesTheArgument) {
 namespace mustdrop::config {
 namespace {
 
-TEST(PipelineConfig, SectionsDecodeWithIntegerListsAndDefaults) {
+TEST(PipelineConfig, OwnKeysDecodeAndPrunerSectionsAreKeptAsWritten) {
   PipelineConfig p = load_pipeline_string(
       "name: t\nchain: [mustdrop.dual_attention]\nmustdrop:\n  dual_attention:\n    layers: [1, 3]\n", "p.yaml");
+  EXPECT_EQ(p.name, "t");
   EXPECT_EQ(p.chain, std::vector<std::string>{"mustdrop.dual_attention"});
-  EXPECT_EQ(p.mustdrop.dual_attention.layers, (std::vector<int>{1, 3}));
-  EXPECT_DOUBLE_EQ(p.mustdrop.dual_attention.global_threshold, 0.001);  // untouched default
-  EXPECT_EQ(p.mustdrop.lsm.window, 3);
+  Section s = p.section("mustdrop.dual_attention");
+  EXPECT_EQ(s.path, "mustdrop.dual_attention");
+  EXPECT_EQ(s.origin.name, "p.yaml");
+  ASSERT_TRUE(s.node.is_map());
+  const Node* layers = s.node.find("layers");
+  ASSERT_NE(layers, nullptr);
+  ASSERT_TRUE(layers->is_sequence());
+  EXPECT_EQ(layers->items.size(), 2u);
+  EXPECT_EQ(layers->mark.line, 4);  // 0-based: the fifth line
+  EXPECT_TRUE(p.section("mustdrop.lsm").node.is_null()) << "absent: defaults";
+  EXPECT_TRUE(p.section("fastv").node.is_null());
+  EXPECT_TRUE(load_pipeline_string("mustdrop:\n", "p.yaml").section("mustdrop.lsm").node.is_null());
 }
 
-TEST(PipelineConfig, ErrorsNameFileLineColumnAndKey) {
+TEST(PipelineConfig, ErrorsInItsOwnKeysAndInTheShapeOfSectionsNameFileLineColumn) {
   auto err = [](const std::string& yaml) {
-    return error_of([&] { load_pipeline_string(yaml, "p.yaml"); });
+    return error_of([&] { load_pipeline_string(yaml, "p.yaml").section("mustdrop.lsm"); });
   };
-  std::string e = err("mustdrop:\n  dual_attention:\n    layers: [2, x]\n");
-  EXPECT_NE(e.find("p.yaml:3:"), std::string::npos) << e;
-  EXPECT_NE(e.find("mustdrop.dual_attention.layers[1]"), std::string::npos) << e;
-  e = err("fastv:\n  keep_ratio: 1.5\n");
-  EXPECT_NE(e.find("p.yaml:2:"), std::string::npos) << e;
-  EXPECT_NE(e.find("fastv.keep_ratio"), std::string::npos) << e;
-  e = err("tome:\n  rr: 3\n");
-  EXPECT_NE(e.find("p.yaml:2:3"), std::string::npos) << e;
-  EXPECT_NE(e.find("rr"), std::string::npos) << e;
-  e = err("mustdrop:\n  kv_evict:\n    policy: everything\n");
-  EXPECT_NE(e.find("final_kept"), std::string::npos) << e;
+  std::string e = err("chain: 3\n");
+  EXPECT_STARTS_WITH(e, "p.yaml:1:8: chain: expected a list of strings, found the integer 3");
+  e = err("name: a\nname: b\n");
+  EXPECT_STARTS_WITH(e, "p.yaml:2:1: duplicate key 'name'");
+  e = err("mustdrop: 3\n");
+  EXPECT_STARTS_WITH(e, "p.yaml:1:11: mustdrop: expected a section (a map of keys), found the integer 3");
+  e = err("mustdrop:\n  lsm: [1]\n");
+  EXPECT_STARTS_WITH(e, "p.yaml:2:8: mustdrop.lsm: expected a section (a map of keys), found a list");
+}
+
+// A section decoded on its own, as a pruner decodes its options: strict, with the document's
+// file:line:col, enums by name.
+struct ProbeOptions {
+  int layer = 2;                                // a layer
+  SamplerKind kind = SamplerKind::kInterval;    // an enum field
+  std::vector<int> layers = {1};                // a list
+
+  template <class V>
+  void visit(V& v) {
+    v("layer", layer, range(0, 10));
+    v("kind", kind, one_of({"interval", "fps"}));
+    v("layers", layers, range(0, 10));
+  }
+};
+
+TEST(Section, DecodesStrictlyWithMarksAndEnumsByName) {
+  PipelineConfig p = load_pipeline_string("probe:\n  kind: fps\n  layers: [3, 4]\n", "p.yaml");
+  ProbeOptions o = decode<ProbeOptions>(p.section("probe"));
+  EXPECT_EQ(o.layer, 2);
+  EXPECT_EQ(o.kind, SamplerKind::kFps);
+  EXPECT_EQ(o.layers, (std::vector<int>{3, 4}));
+  EXPECT_EQ(print_yaml(o), "layer: 2\nkind: fps\nlayers: [3, 4]\n");
+  auto err = [](const std::string& yaml) {
+    return error_of([&] { decode<ProbeOptions>(load_pipeline_string(yaml, "p.yaml").section("probe")); });
+  };
+  EXPECT_STARTS_WITH(err("probe:\n  kind: uniform\n"),
+                     "p.yaml:2:9: probe.kind: 'uniform' is not one of: interval, fps");
+  EXPECT_STARTS_WITH(err("probe:\n  layr: 3\n"),
+                     "p.yaml:2:3: unknown key 'probe.layr' (valid keys under 'probe': layer, kind, layers; did you mean 'layer'?)");
+  EXPECT_STARTS_WITH(err("probe:\n  layers: [1, 11]\n"), "p.yaml:2:15: probe.layers[1]: value 11 is out of range");
+  SamplerKind k = SamplerKind::kUniform;
+  EXPECT_TRUE(enum_from_name("interval", k));
+  EXPECT_EQ(k, SamplerKind::kInterval);
+  EXPECT_FALSE(enum_from_name("every", k));
 }
 
 // ---- configs/jobs/*.yaml ----
@@ -551,7 +598,7 @@ TEST(MonitorYaml, TheShippedFileLoadsAndShowsEveryMonitorKeyWithAComment) {
   MonitorConfig m = load_monitor(path);
   ASSERT_EQ(m.sources.size(), 2u);
   EXPECT_EQ(m.sources[0].id, "door");
-  EXPECT_EQ(m.sources[1].sampler.kind, "fps");
+  EXPECT_EQ(m.sources[1].sampler.kind, SamplerKind::kFps);
   EXPECT_EQ(m.sources[1].transport, "tcp");  // not in the file: the default
   ASSERT_EQ(m.questions.size(), 2u);
   EXPECT_EQ(m.questions[1].on, "scene_change");
@@ -564,7 +611,9 @@ TEST(MonitorYaml, TheShippedFileLoadsAndShowsEveryMonitorKeyWithAComment) {
     for (const char* section : {"model.", "video.", "generation.", "memory.", "threads."}) {
       shared = shared || key.rfind(section, 0) == 0;
     }
-    if (!shared) EXPECT_TRUE(present.count(key)) << path << " lacks " << key;
+    if (!shared) {
+      EXPECT_TRUE(present.count(key)) << path << " lacks " << key;
+    }
   }
   EXPECT_GT(expect_comment_on_every_value(path), 0);
 }
@@ -583,10 +632,10 @@ TEST(MonitorYaml, ListsOfSectionsDecodeStrictlyAndTakeOverrides) {
       "    every_sec: 5\n";
   MonitorConfig m = load_monitor_string(yaml, "m.yaml", {"sources.1.sampler.fps=4", "sources.0.loop=true", "http.port=0"});
   EXPECT_EQ(m.sources[1].sampler.fps, 4);
-  EXPECT_EQ(m.sources[1].sampler.kind, "fps");
+  EXPECT_EQ(m.sources[1].sampler.kind, SamplerKind::kFps);
   EXPECT_TRUE(m.sources[0].loop);
   EXPECT_FALSE(m.sources[1].loop);
-  EXPECT_EQ(m.sources[0].sampler.kind, "interval");  // each element starts from the defaults
+  EXPECT_EQ(m.sources[0].sampler.kind, SamplerKind::kInterval);  // each element starts from the defaults
   EXPECT_EQ(m.http.port, 0);
   // The printed form loads back to the same thing.
   MonitorConfig again = load_monitor_string(to_yaml(m), "printed");

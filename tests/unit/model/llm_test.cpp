@@ -6,6 +6,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -342,6 +343,130 @@ TEST(Generate, SamplingIsDeterministicForASeedAndTopPRestricts) {
   for (int i = 0; i < 30; ++i) EXPECT_EQ(pick_token(logits, o, g1), 4);
   o.temperature = 0;
   EXPECT_EQ(pick_token(logits, o, g1), 4);
+}
+
+// Reads every entry of layers >= from_layer except `skip` (prompt entries; the new tokens' own
+// are always read), records the attention of the last new token at `attention_layer`, and, as a
+// generate() step hook, the steps it was given for.
+class ReadSubset : public LayerHook {
+ public:
+  ReadSubset(int from_layer, std::vector<int64_t> skip, int attention_layer)
+      : from_layer_(from_layer), skip_(std::move(skip)), attention_layer_(attention_layer) {}
+  std::vector<int64_t> attention_rows(int layer, int64_t n_tokens) override {
+    if (layer == attention_layer_) return {n_tokens - 1};
+    return {};
+  }
+  void after_layer(LayerState& st) override {
+    if (st.layer == attention_layer_) attention = st.attention;
+  }
+  at::Tensor read_entries(int layer, int64_t n_entries) override {
+    if (layer < from_layer_) return at::Tensor();
+    std::vector<int64_t> read;
+    for (int64_t i = 0; i < n_entries; ++i) {
+      if (std::find(skip_.begin(), skip_.end(), i) == skip_.end()) read.push_back(i);
+    }
+    return at::tensor(read, at::kLong);
+  }
+  at::Tensor attention;
+  std::vector<int> steps;
+
+ private:
+  int from_layer_;
+  std::vector<int64_t> skip_;
+  int attention_layer_;
+};
+
+// A forward whose layers >= from_layer read all but `skip` equals the same forward over a cache
+// from which those layers removed `skip` (an independent computation: the eviction path), while
+// the cache itself keeps every entry. With several new tokens the causal mask still holds.
+void expect_subset_read_matches_removed_entries(int from_layer, const std::vector<int64_t>& skip, int n_new) {
+  TextConfig c = small_text();
+  LlamaModel m = make_llama(c, 29);
+  std::vector<int> ids = {1, 5, 9, 14, 20, 27, 35};
+  DenseKvCache full(m.n_layers()), removed(m.n_layers());
+  run(m, full, ids, range(0, 7));
+  run(m, removed, ids, range(0, 7));
+  for (int l = from_layer; l < m.n_layers(); ++l) removed.remove(l, skip);
+  std::vector<int> next(static_cast<size_t>(n_new));
+  for (int i = 0; i < n_new; ++i) next[static_cast<size_t>(i)] = 40 + i;
+
+  ReadSubset hook(from_layer, skip, m.n_layers() - 1);
+  LlmForward f;
+  f.hidden = m.embed(next);
+  f.positions = positions(range(7, 7 + n_new));
+  f.cache = &full;
+  f.hook = &hook;
+  f.all_logits = true;
+  at::Tensor subset = m.forward(f).logits;
+  at::Tensor reference = run(m, removed, next, range(7, 7 + n_new), true);
+  EXPECT_TRUE(at::allclose(subset, reference, 1e-9, 1e-9)) << (subset - reference).abs().max().item<double>();
+  for (int l = 0; l < m.n_layers(); ++l) EXPECT_EQ(full.length(l), 7 + n_new) << l;
+  // The attention row covers the entries read: the prompt less `skip`, and the new tokens.
+  ASSERT_TRUE(hook.attention.defined());
+  EXPECT_EQ(hook.attention.size(1), 7 - static_cast<int64_t>(skip.size()) + n_new);
+  EXPECT_NEAR(hook.attention.sum().item<double>(), 1.0, 1e-6);
+  // Reading everything gives other logits: the comparison can tell.
+  DenseKvCache plain(m.n_layers());
+  run(m, plain, ids, range(0, 7));
+  EXPECT_FALSE(at::allclose(run(m, plain, next, range(7, 7 + n_new), true), reference, 1e-6, 1e-6));
+}
+
+TEST(Llama, ReadingASubsetOfTheCacheEqualsRemovingTheRestOneNewToken) {
+  expect_subset_read_matches_removed_entries(1, {2, 3, 5}, 1);
+}
+
+TEST(Llama, ReadingASubsetOfTheCacheEqualsRemovingTheRestSeveralNewTokens) {
+  expect_subset_read_matches_removed_entries(0, {0, 4}, 3);
+}
+
+TEST(Llama, ReadingAnEntryOutsideTheCacheThrows) {
+  TextConfig c = small_text();
+  LlamaModel m = make_llama(c, 29);
+  DenseKvCache cache(m.n_layers());
+  run(m, cache, {1, 2, 3}, range(0, 3));
+  class Bad : public ReadSubset {
+   public:
+    Bad() : ReadSubset(0, {}, -1) {}
+    at::Tensor read_entries(int, int64_t n_entries) override { return at::tensor(std::vector<int64_t>{0, n_entries}, at::kLong); }
+  } bad;
+  LlmForward f;
+  f.hidden = m.embed({4});
+  f.positions = positions({3});
+  f.cache = &cache;
+  f.hook = &bad;
+  EXPECT_THROW(m.forward(f), std::exception);
+}
+
+// generate() gives each decode step's forward the hook of that step (steps 1, 2, ... as on_step
+// sees them); reading all but prompt entries {1, 3} in layers >= 1 at every step generates what
+// a cache with those entries removed from layers >= 1 generates.
+TEST(Generate, EachStepRunsWithItsLayerHook) {
+  TextConfig c = small_text();
+  LlamaModel m = make_llama(c, 31);
+  DenseKvCache full(m.n_layers()), removed(m.n_layers());
+  at::Tensor logits = run(m, full, {1, 2, 3, 4, 5}, range(0, 5));
+  run(m, removed, {1, 2, 3, 4, 5}, range(0, 5));
+  for (int l = 1; l < m.n_layers(); ++l) removed.remove(l, {1, 3});
+  GenerationOptions o;
+  o.max_new_tokens = 6;
+  ReadSubset hook(1, {1, 3}, -1);
+  std::vector<int> on_step_steps;
+  GenerationResult a = generate(
+      m, full, logits, 5, o, nullptr, [&](int step, KvCache&) { on_step_steps.push_back(step); },
+      [&](int step) -> LayerHook* {
+        hook.steps.push_back(step);
+        return &hook;
+      });
+  GenerationResult b = generate(m, removed, logits, 5, o, nullptr);
+  EXPECT_EQ(a.ids, b.ids);
+  EXPECT_EQ(hook.steps, (std::vector<int>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(on_step_steps, hook.steps);
+  EXPECT_EQ(full.length(m.n_layers() - 1), 5 + 5);
+  EXPECT_EQ(removed.length(m.n_layers() - 1), 3 + 5);
+  // Without the hook the full cache generates other tokens: the comparison can tell.
+  DenseKvCache plain(m.n_layers());
+  run(m, plain, {1, 2, 3, 4, 5}, range(0, 5));
+  EXPECT_NE(generate(m, plain, logits, 5, o, nullptr).ids, b.ids);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "config/pipeline_config.h"
 #include "pipeline/runtime.h"
 #include "prune/chain.h"
+#include "prune/mustdrop/lsm.h"
 #include "support/test_support.h"
 #include "video/source.h"
 
@@ -187,7 +188,7 @@ TEST(Runtime, FrameNewsOncePerFrameInOrderFromTheStartTime) {
     if (i == 0) {
       EXPECT_EQ(news[i].n_windows_compared, 0) << "the first frame has nothing to be compared with";
     } else {
-      const int per_side = grid / pc.mustdrop.lsm.window;
+      const int per_side = grid / config::decode<prune::LsmOptions>(pc.section("mustdrop.lsm")).window;
       EXPECT_GT(news[i].n_windows_compared, 0);
       EXPECT_LE(news[i].n_windows_compared, int64_t(per_side) * per_side);
     }

@@ -5,6 +5,7 @@
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include "core/sysinfo.h"
 #include "model/tiny_model.h"
 #include "prune/chain.h"
+#include "prune/registry.h"
 #include "session/session.h"
 #include "support/test_support.h"
 
@@ -68,6 +70,17 @@ const std::map<std::string, Case>& cases() {
       {"random",
        {"random: {layer: 1, keep_tokens_per_frame: 60, seed: 7}", Count::LastLayer, 120, true,
         "random: {layer: 1, keep_ratio: 1.0}"}},
+      // 40 dominant + 10 contextual per frame, at the feature layer (2 of 4).
+      {"visionzip",
+       {"visionzip: {dominant: 40, contextual: 10}", Count::ToLlm, 2 * 50, true, "visionzip: {dominant: 1000000}"}},
+      // Frame 0 anchors its group (576); frame 1 keeps int(0.3 * 576) = 172 (S's 47 among them).
+      {"dycoke.ttm",
+       {"dycoke: {ttm: {merging_ratio: 0.7}}", Count::ToLlm, 576 + 172, true, "dycoke: {ttm: {merging_ratio: 0}}"}},
+      // Reads a selection at each decode step and evicts nothing: every entry stays cached (its
+      // per-step reading budget is checked on each decision by Checked).
+      {"dycoke.kv",
+       {"dycoke: {kv: {layer: 2, pruning_ratio: 0.8}}", Count::KvAfter, 1152, true,
+        "dycoke: {kv: {layer: 2, pruning_ratio: 0}}"}},
   };
   return c;
 }
@@ -140,9 +153,9 @@ std::unique_ptr<Chain> chain_for(const std::string& name, const std::string& kno
   config::PipelineConfig cfg = parse(name, knobs);
   auto chain = std::make_unique<Chain>();
   auto s = prune::Chain::build(parse("mustdrop.important_set", ""), "contract case");
-  bool s_first = e->stage == prune::Stage::Prefill || e->stage == prune::Stage::Decode;
+  bool s_first = e->stage != prune::Stage::VisionLayer;
   if (s_first && name != "mustdrop.important_set") chain->add(s->pruners().front()->clone());
-  std::unique_ptr<TokenPruner> p = e->make(cfg);
+  std::unique_ptr<TokenPruner> p = e->make(cfg.section(name));
   if (checked) p = std::make_unique<Checked>(std::move(p));
   chain->add(std::move(p));
   if (!s_first && name != "mustdrop.important_set") chain->add(s->pruners().front()->clone());
@@ -345,6 +358,86 @@ TEST(Pipelines, EveryShippedPipelineBuildsAndCommentsEveryKnob) {
     }
   }
   EXPECT_GE(n, 10);
+}
+
+std::string build_error(const std::string& yaml) {
+  try {
+    Chain::build(config::load_pipeline_string(yaml, "p.yaml"), "p.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// Each pruner decodes its own section; errors still name the file, line, column and key path,
+// also for a pruner that is not in the chain.
+TEST(Pipelines, PrunerSectionErrorsNameFileLineColumnAndKey) {
+  std::string e = build_error("mustdrop:\n  dual_attention:\n    layers: [2, x]\n");
+  EXPECT_NE(e.find("p.yaml:3:"), std::string::npos) << e;
+  EXPECT_NE(e.find("mustdrop.dual_attention.layers[1]"), std::string::npos) << e;
+  e = build_error("fastv:\n  keep_ratio: 1.5\n");
+  EXPECT_NE(e.find("p.yaml:2:"), std::string::npos) << e;
+  EXPECT_NE(e.find("fastv.keep_ratio"), std::string::npos) << e;
+  e = build_error("tome:\n  rr: 3\n");
+  EXPECT_EQ(e.rfind("p.yaml:2:3: unknown key 'tome.rr' (valid keys under 'tome': r, ", 0), 0u) << e;
+  e = build_error("mustdrop:\n  kv_evict:\n    policy: everything\n");
+  EXPECT_EQ(e, "p.yaml:3:13: mustdrop.kv_evict.policy: 'everything' is not one of: important_set, final_kept") << e;
+  e = build_error("mustdrop:\n  lsmm: {window: 2}\n");
+  EXPECT_EQ(e.rfind("p.yaml:2:3: unknown key 'mustdrop.lsmm' (valid keys under 'mustdrop': lsm, important_set, "
+                    "dual_attention, kv_evict; did you mean 'lsm'?)", 0), 0u) << e;
+  e = build_error("fastvv: {k: 2}\n");
+  EXPECT_EQ(e.rfind("p.yaml:1:1: unknown key 'fastvv' (valid keys at the top level: name, description, chain, mustdrop, "
+                    "fastv, ", 0), 0u) << e;
+  EXPECT_NE(e.find("did you mean 'fastv'?"), std::string::npos) << e;
+  e = build_error("chain: [fastv]\nfastv: 2\n");
+  EXPECT_EQ(e.rfind("p.yaml:2:8: fastv: expected a section (a map of keys), found the integer 2", 0), 0u) << e;
+}
+
+// Scalars equal as numbers where they are numbers, else as text; lists element by element.
+void expect_same_value(const config::Node& have, const config::Node& want, const std::string& where) {
+  if (want.is_sequence()) {
+    ASSERT_TRUE(have.is_sequence()) << where;
+    ASSERT_EQ(have.items.size(), want.items.size()) << where;
+    for (size_t i = 0; i < want.items.size(); ++i) expect_same_value(have.items[i], want.items[i], where);
+    return;
+  }
+  ASSERT_TRUE(have.is_scalar() && want.is_scalar()) << where;
+  char* end = nullptr;
+  double w = std::strtod(want.scalar.c_str(), &end);
+  if (!want.scalar.empty() && *end == '\0') {
+    EXPECT_DOUBLE_EQ(std::strtod(have.scalar.c_str(), nullptr), w) << where;
+  } else {
+    EXPECT_EQ(have.scalar, want.scalar) << where;
+  }
+}
+
+// Every knob a shipped pipeline writes reaches its pruner's options: the printed options hold the
+// value as written (compared as numbers where they are numbers), and printing round-trips.
+TEST(Pipelines, EveryWrittenKnobReachesThePrunersOptions) {
+  namespace fs = std::filesystem;
+  int knobs = 0;
+  for (const auto& entry : fs::directory_iterator(test::source_dir() + "/pipelines")) {
+    if (entry.path().extension() != ".yaml") continue;
+    const std::string path = entry.path().string();
+    config::PipelineConfig p = config::load_pipeline(path);
+    for (const auto& name : prune::registered_names()) {
+      // The section as written, found in the document's tree by hand (not through section()).
+      const config::Node* written = &p.sections;
+      std::stringstream keys(name);
+      for (std::string k; written && std::getline(keys, k, '.');) written = written->find(k);
+      if (!written || written->is_null()) continue;
+      config::Node printed = prune::find_entry(name)->options(p.section(name));
+      for (const auto& kv : written->entries) {
+        const config::Node* got = printed.find(kv.first.scalar);
+        ASSERT_NE(got, nullptr) << path << ": " << name << "." << kv.first.scalar;
+        expect_same_value(*got, kv.second, path + ": " + name + "." + kv.first.scalar);
+        ++knobs;
+      }
+    }
+    const std::string text = prune::pipeline_yaml(p);
+    EXPECT_EQ(prune::pipeline_yaml(config::load_pipeline_string(text, "printed")), text) << path;
+  }
+  EXPECT_GE(knobs, 20);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "prune/mustdrop/dual_attention.h"
 #include "prune/mustdrop/important_set.h"
 #include "prune/mustdrop/kv_evict.h"
+#include "oracle_util.h"
 #include "prune/mustdrop/lsm.h"
 
 namespace mustdrop::prune {
@@ -57,13 +58,7 @@ at::Tensor unit_vector(int64_t d, int64_t i) {
   return v;
 }
 
-void expect_row(const at::Tensor& t, int64_t row, const std::vector<double>& want) {
-  at::Tensor got = t[row].to(at::kDouble).contiguous();
-  ASSERT_EQ(got.numel(), static_cast<int64_t>(want.size()));
-  for (size_t j = 0; j < want.size(); ++j) {
-    EXPECT_NEAR(got[int64_t(j)].item<double>(), want[j], 1e-5) << "row " << row << " col " << j;
-  }
-}
+using test_util::expect_row;
 
 // `uniform`: a plain mean (weights all 1); else a size-weighted mean (no weights).
 void expect_merge(const MergeGroup& g, int64_t into, const Ids& members, bool uniform = false) {
@@ -158,7 +153,7 @@ TEST(OracleLsm, TwoAlikeWindowsMergeIntoTopLeftCell) {
     hidden[kW3[size_t(j)] + 1].copy_(u2 * double(10 - j));
   }
   auto ledger = frame_ledger(0, 36);
-  config::LsmOptions o;  // layer 0, window 3, threshold 0.8, temporal off
+  prune::LsmOptions o;  // layer 0, window 3, threshold 0.8, temporal off
   Lsm lsm(o);
   KeepPlan plan = lsm.decide(vision_view(ledger, hidden, 6));
 
@@ -194,7 +189,7 @@ TEST(OracleLsm, ThresholdEdgesAroundExactScore) {
   const at::Tensor hidden0 = matrix(v, 10, 2);
   const double score = 7.0 / 9.0;
 
-  config::LsmOptions below;
+  prune::LsmOptions below;
   below.threshold = score - 1e-4;
   auto ledger = frame_ledger(0, 9);
   at::Tensor hidden = hidden0.clone();
@@ -206,7 +201,7 @@ TEST(OracleLsm, ThresholdEdgesAroundExactScore) {
   expect_row(hidden, 1, {22.0 / 9.0, 16.0 / 9.0});
   EXPECT_EQ(ledger[1].size, 9);
 
-  config::LsmOptions above;
+  prune::LsmOptions above;
   above.threshold = score + 1e-4;
   auto ledger2 = frame_ledger(0, 9);
   KeepPlan none = Lsm(above).decide(vision_view(ledger2, hidden0, 3));
@@ -223,7 +218,7 @@ TEST(OracleLsm, GridNotDividedByWindowKeepsEdges) {
   hidden[0][2] = 1.0;
   for (int64_t i = 1; i < 50; ++i) hidden[i].copy_(at::tensor({1.0f, 2.0f, 3.0f}));
   auto ledger = frame_ledger(0, 49);
-  config::LsmOptions o;
+  prune::LsmOptions o;
   Lsm lsm(o);
   KeepPlan plan = lsm.decide(vision_view(ledger, hidden, 7));
   EXPECT_EQ(plan.keep, with_cls({{0, 3, 6, 13, 20, 21, 24, 27, 34, 41, 42, 43, 44, 45, 46, 47, 48}}));
@@ -244,8 +239,8 @@ TEST(OracleLsm, GridNotDividedByWindowKeepsEdges) {
 // an absorbed cell keeps its old anchor; a cell is anchored only if frame - anchor_frame <= t-1.
 struct TemporalStream {
   explicit TemporalStream(int t) : lsm(options(t)) {}
-  static config::LsmOptions options(int t) {
-    config::LsmOptions o;
+  static prune::LsmOptions options(int t) {
+    prune::LsmOptions o;
     o.threshold = 2.0;
     o.temporal_frames = t;
     o.temporal_threshold = 0.9;
@@ -339,7 +334,7 @@ TEST(OracleLsm, TemporalWindowsOfTwoFrames) {
 // 12 -> ceil(0.96) = 1; 13 -> ceil(1.04) = 2. N_v = 25 with CLS row: [7] = 0.2, [3] = [19] = 0.15
 // (tie: lower index first), rest 0.01 -> S = patches {3, 7} -> indices {4, 8} (+1 for CLS).
 TEST(OracleImportantSet, TopCeilRatioOfClsAttention) {
-  config::ImportantSetOptions o;  // layer -1, ratio 0.08
+  prune::ImportantSetOptions o;  // layer -1, ratio 0.08
   ImportantSet is(o);
   EXPECT_EQ(is.set_size(25), 2);
   EXPECT_EQ(is.set_size(576), 47);
@@ -404,8 +399,8 @@ struct DualCase {
   View v;
 };
 
-config::DualAttentionOptions dual_options(int target) {
-  config::DualAttentionOptions o;
+prune::DualAttentionOptions dual_options(int target) {
+  prune::DualAttentionOptions o;
   o.layers = {2};
   o.global_threshold = 0.2;
   o.local_threshold = 0.21;
@@ -444,7 +439,7 @@ TEST(OracleDualAttention, BudgetModeKeepsExactCountWithS) {
 TEST(OracleFastv, TopKOfLastTokenRow) {
   std::vector<TokenInfo> ledger = block_ledger(6);
   View v = prefill_view(ledger, 1, 9, {8}, matrix({.05, .05, .30, .10, .20, .02, .25, .03, 0}, 1, 9));
-  config::FastvOptions o;
+  prune::FastvOptions o;
   o.keep_tokens_per_frame = 3;
   Fastv fastv(o);
   EXPECT_EQ(fastv.attention_rows(v), (Ids{8}));
@@ -452,7 +447,7 @@ TEST(OracleFastv, TopKOfLastTokenRow) {
   ledger[0].in_s = true;
   EXPECT_EQ(fastv.decide(v).keep, (Ids{0, 1, 5}));
   ledger[0].in_s = false;
-  config::FastvOptions by_ratio;  // keep_ratio 0.5
+  prune::FastvOptions by_ratio;  // keep_ratio 0.5
   EXPECT_EQ(Fastv(by_ratio).decide(v).keep, (Ids{1, 3, 5}));
 }
 
@@ -465,7 +460,7 @@ TEST(OracleFastv, TopKOfLastTokenRow) {
 const std::vector<double> kTomeX = {1, 0, 0, 1, 0, 0, 3, 4, 0, 0, 1, 0, 0, 0, 2, 0, 0, 1, 12, 5, 0};
 
 TEST(OracleTome, BipartiteMatchingAndSizeWeightedMean) {
-  config::TomeOptions o;
+  prune::TomeOptions o;
   o.r = 2;
   Tome tome(o);
   auto ledger = frame_ledger(0, 6);
@@ -500,7 +495,7 @@ TEST(OracleTome, BipartiteMatchingAndSizeWeightedMean) {
 // layer 0 -> 23 layers -> ceil(2/23) = 1. Target 1: excess 5 at layer 22, capped at |A| - 1 = 3.
 // At layer 21 (r = 1) only the best match t4 -> t5 merges.
 TEST(OracleTome, TargetModeSpreadsExcessOverLayersLeft) {
-  config::TomeOptions o;
+  prune::TomeOptions o;
   o.r = 0;
   o.target_tokens_per_frame = 4;
   Tome tome(o);
@@ -531,7 +526,7 @@ TEST(OracleKvEvict, LayersBelowLKeepAllAboveKeepPolicySet) {
   v.vision_begin = 3;
   v.n_vision = 5;
   v.n_layers = 8;
-  config::KvEvictOptions o;  // layer 2, after_steps 0, important_set
+  prune::KvEvictOptions o;  // layer 2, after_steps 0, important_set
   KvEvict kv(o);
   EXPECT_TRUE(kv.acts_at_step(0));
   EXPECT_FALSE(kv.acts_at_step(1));
@@ -543,7 +538,7 @@ TEST(OracleKvEvict, LayersBelowLKeepAllAboveKeepPolicySet) {
   v.layer = 5;
   EXPECT_EQ(kv.decide(v).keep, (Ids{1, 3}));
 
-  o.policy = "final_kept";
+  o.policy = prune::KvPolicy::kFinalKept;
   KvEvict fk(o);
   const Ids final_ids = {2, 4, 5};
   v.final_ids = &final_ids;
@@ -593,7 +588,7 @@ struct SparseCase {
 };
 
 TEST(OracleSparseVlm, RatersBudgetAndRecycledClusters) {
-  config::SparseVlmOptions o;
+  prune::SparseVlmOptions o;
   o.layers = {2};
   o.target_tokens_per_frame = 3;
   o.recycle_ratio = 0.5;
@@ -628,7 +623,7 @@ TEST(OracleSparseVlm, RatersBudgetAndRecycledClusters) {
 // -> keep int(2 * 1.5) = 3 -> {0, 2, 5}. With r10 = r9 / 2 the relation has rank 1 -> keep
 // int(1.5) = 1: score = .75 * r9, best is token 0 -> {0}.
 TEST(OracleSparseVlm, RankModeKeepCount) {
-  config::SparseVlmOptions o;
+  prune::SparseVlmOptions o;
   o.layers = {2};
   o.scale = 1.5;
   o.bias = 0;

@@ -204,7 +204,7 @@ TEST(Rtsp, SlowConsumerGetsTheNewestFramesAndDropsAreCounted) {
   ASSERT_GT(server.port, 0);
   config::VideoConfig c = live_config();
   config::SamplerConfig every;
-  every.kind = "fps";
+  every.kind = config::SamplerKind::kFps;
   every.fps = 1000;  // every frame
   every.frames = 0;
   video::AsyncReader reader(video::open_source(server.url(), c), video::make_sampler(every), 2);

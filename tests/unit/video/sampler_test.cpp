@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <stdexcept>
 
 #include "clips.h"
 #include "core/error.h"
@@ -17,7 +18,7 @@ namespace {
 
 config::SamplerConfig sampler_config(const std::string& kind, int frames) {
   config::SamplerConfig c;
-  c.kind = kind;
+  if (!config::enum_from_name(kind, c.kind)) throw std::invalid_argument("no sampler kind " + kind);
   c.frames = frames;
   return c;
 }
