@@ -229,8 +229,8 @@ int run_bench(const BenchArgs& args, config::Config config) {
     rows.push_back(row);
   }
   std::printf("\nFLOPs: vision + prefill + decode (analytic, src/model/flops.h); layer avg: vision tokens summed "
-              "over LLM layers / layers; times: median of %d run(s).%s\n",
-              args.repeats,
+              "over LLM layers / layers; times: median of %d run(s), computing in %s.%s\n",
+              args.repeats, dtype_name(model->llm().dtype()),
               full ? " Full depth: vision + prefill at the preset's full depth (layers past the ones run hold the "
                      "last count)."
                    : "");
@@ -238,6 +238,7 @@ int run_bench(const BenchArgs& args, config::Config config) {
   if (!args.json_path.empty()) {
     json report{{"video", args.video},
                 {"model", model_dir},
+                {"dtype", dtype_name(model->llm().dtype())},
                 {"question", args.question},
                 {"n_frames", frames.frames.size()},
                 {"repeats", args.repeats},

@@ -5,6 +5,8 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/log.h"
+#include "core/sysinfo.h"
 #include "model/flops.h"
 #include "model/presets.h"
 #include "video/sampler.h"
@@ -25,10 +27,28 @@ std::string model_source(const ModelArgs& args, const config::Config& config, co
       "build/make_tiny_model build/tiny-model");
 }
 
+at::ScalarType compute_dtype(const config::Config& config) {
+  switch (config.model.dtype) {
+    case config::ComputeDtype::kF32:
+      return at::kFloat;
+    case config::ComputeDtype::kBf16:
+      return at::kBFloat16;
+    case config::ComputeDtype::kAuto: {
+      const bool bf16 = cpu_has_native_bf16();
+      MD_LOG_INFO("model", "compute dtype " << (bf16 ? "bf16" : "f32") << " (model.dtype auto: this CPU "
+                                            << (bf16 ? "computes bf16 natively" : "has no native bf16") << ")");
+      return bf16 ? at::kBFloat16 : at::kFloat;
+    }
+  }
+  return at::kFloat;
+}
+
+const char* dtype_name(at::ScalarType dtype) { return dtype == at::kBFloat16 ? "bf16" : "f32"; }
+
 std::unique_ptr<model::VisionLanguageModel> load_model(const ModelArgs& args, const std::string& source,
                                                        const config::Config& config) {
   model::LoadOptions load;
-  load.dtype = config.model.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  load.dtype = compute_dtype(config);
   if (args.preset.empty()) return model::VisionLanguageModel::load(source, load);
   return model::VisionLanguageModel::random(model::preset_config(args.preset, args.llm_layers, args.vision_layers), 1,
                                             load);

@@ -19,6 +19,11 @@ namespace mustdrop::app {
 // $MUSTDROP_MODEL, then model.dir. ConfigError (naming `command`) for both --model and --preset,
 // or with a hint when no directory is set. Loads nothing.
 std::string model_source(const ModelArgs& args, const config::Config& config, const std::string& command);
+// The compute dtype model.dtype asks for; `auto` is bf16 where the CPU computes bf16 natively (the
+// choice is logged), else float32.
+at::ScalarType compute_dtype(const config::Config& config);
+// A model's compute dtype as config spells it ("f32", "bf16").
+const char* dtype_name(at::ScalarType dtype);
 // Loads the directory, or builds the preset (shapes with random weights, optionally fewer layers).
 std::unique_ptr<model::VisionLanguageModel> load_model(const ModelArgs& args, const std::string& source,
                                                        const config::Config& config);

@@ -98,7 +98,7 @@ int run_run(const RunArgs& args, config::Config config) {
   json timings = json::object();
   for (const auto& t : runtime.timings()) timings[t.name] = t.ms;
   json report{{"video", args.video},
-              {"model", {{"dir", model_dir}, {"architecture", mc.architecture}}},
+              {"model", {{"dir", model_dir}, {"architecture", mc.architecture}, {"dtype", dtype_name(model->llm().dtype())}}},
               {"pipeline", pipeline_cfg.name},
               {"media", memory->media() == model::Media::kImage ? "image" : "video"},
               {"answers", jans},

@@ -107,15 +107,19 @@ struct VideoConfig {
   }
 };
 
+// The dtype weights and activations compute in.
+enum class ComputeDtype { kAuto, kF32, kBf16 };
+inline std::vector<const char*> enum_names(ComputeDtype) { return {"auto", "f32", "bf16"}; }
+
 // Which model answers, and how it computes.
 struct ModelSettings {
-  std::string dir;            // Hugging Face model directory ("" = --model or $MUSTDROP_MODEL)
-  std::string dtype = "f32";  // compute dtype: f32 | bf16 (CPU)
+  std::string dir;                           // Hugging Face model directory ("" = --model or $MUSTDROP_MODEL)
+  ComputeDtype dtype = ComputeDtype::kAuto;  // auto: bf16 where the CPU computes bf16 natively (AVX512-BF16, AMX), else f32 | f32 | bf16
 
   template <class V>
   void visit(V& v) {
     v("dir", dir, any());
-    v("dtype", dtype, one_of({"f32", "bf16"}));
+    v("dtype", dtype, any());
   }
 };
 

@@ -3,6 +3,7 @@
 #include <malloc.h>
 
 #include <fstream>
+#include <sstream>
 #include <string>
 
 namespace mustdrop {
@@ -23,6 +24,19 @@ int64_t status_kb(const char* name) {
 
 int64_t peak_rss_bytes() { return status_kb("VmHWM:"); }
 int64_t rss_bytes() { return status_kb("VmRSS:"); }
+
+bool cpu_has_native_bf16() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    for (std::string w; words >> w;) {
+      if (w == "avx512_bf16" || w == "amx_bf16") return true;
+    }
+    return false;  // every core lists the same flags
+  }
+  return false;
+}
 
 void tune_allocator() {
   mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);  // the largest value glibc accepts

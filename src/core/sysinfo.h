@@ -13,6 +13,10 @@ int64_t rss_bytes();
 // peak_rss_bytes() measures one phase; false where the kernel does not allow it.
 bool reset_peak_rss();
 
+// Whether this CPU computes bfloat16 natively (the avx512_bf16 or amx_bf16 flag in
+// /proc/cpuinfo); false where that cannot be read.
+bool cpu_has_native_bf16();
+
 // Keeps large short-lived allocations (attention blocks, activations) in malloc's heaps instead
 // of a fresh mmap/munmap each time: on oneTBB worker threads glibc otherwise page-faults through
 // every one (prefill measured 6-8x slower). Call once at the start of main().

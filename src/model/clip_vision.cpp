@@ -84,10 +84,10 @@ ClipWeights ClipVision::load(const VisionConfig& c, const std::string& prefix, c
 }
 
 void ClipVision::random_tensors(const VisionConfig& c, const std::string& prefix, uint64_t seed,
-                                std::map<std::string, at::Tensor>& out) {
+                                std::map<std::string, at::Tensor>& out, at::ScalarType dtype) {
   ShapeMap shapes;
   expected_tensors(c, prefix, shapes);
-  out.merge(random_weights(shapes, seed));
+  out.merge(random_weights(shapes, seed, dtype));
 }
 
 at::Tensor ClipVision::embed(const at::Tensor& pixels) const {

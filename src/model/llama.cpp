@@ -107,10 +107,11 @@ LlamaWeights LlamaModel::load(const TextConfig& c, const Weights& w, at::ScalarT
   return lw;
 }
 
-void LlamaModel::random_tensors(const TextConfig& c, uint64_t seed, std::map<std::string, at::Tensor>& out) {
+void LlamaModel::random_tensors(const TextConfig& c, uint64_t seed, std::map<std::string, at::Tensor>& out,
+                                at::ScalarType dtype) {
   ShapeMap shapes;
   expected_tensors(c, shapes);
-  out.merge(random_weights(shapes, seed));
+  out.merge(random_weights(shapes, seed, dtype));
 }
 
 at::Tensor LlamaModel::embed(const std::vector<int>& ids) const {

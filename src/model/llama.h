@@ -97,7 +97,8 @@ class LlamaModel {
   // Reads the weights (names as expected_tensors) converted to `dtype`.
   static LlamaWeights load(const TextConfig& config, const Weights& weights, at::ScalarType dtype);
   // Random weights (normal, std 0.02; norms 1) from `seed`, as named tensors.
-  static void random_tensors(const TextConfig& config, uint64_t seed, std::map<std::string, at::Tensor>& out);
+  static void random_tensors(const TextConfig& config, uint64_t seed, std::map<std::string, at::Tensor>& out,
+                             at::ScalarType dtype = at::kFloat);
 
   const TextConfig& config() const { return config_; }
   int n_layers() const { return static_cast<int>(weights_.layers.size()); }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -246,6 +247,13 @@ const char* dtype_name(DType dtype) {
       return "BOOL";
   }
   throw InternalError("dtype_name: invalid DType value " + std::to_string(static_cast<int>(dtype)));
+}
+
+void TensorView::release_pages() const {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(data), end = begin + n_bytes;
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 int64_t TensorView::numel() const {

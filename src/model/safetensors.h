@@ -26,6 +26,9 @@ struct TensorView {
   const uint8_t* data = nullptr;
   size_t n_bytes = 0;
   int64_t numel() const;
+  // Tells the kernel the mapped pages wholly inside this tensor's bytes are no longer needed:
+  // they leave the process's resident set (they are read again from the file if touched).
+  void release_pages() const;
 };
 
 class SafetensorsFile {

@@ -34,9 +34,10 @@ ShapeMap VisionLanguageModel::expected_tensors(const ModelConfig& c) {
   return out;
 }
 
-std::map<std::string, at::Tensor> VisionLanguageModel::random_tensors(const ModelConfig& c, uint64_t seed) {
+std::map<std::string, at::Tensor> VisionLanguageModel::random_tensors(const ModelConfig& c, uint64_t seed,
+                                                                      at::ScalarType dtype) {
   std::map<std::string, at::Tensor> out;
-  LlamaModel::random_tensors(c.text, seed, out);
+  LlamaModel::random_tensors(c.text, seed, out, dtype);
   ShapeMap towers;
   if (c.is_video_llava()) {
     video_llava_tower_tensors(c, towers);
@@ -47,13 +48,13 @@ std::map<std::string, at::Tensor> VisionLanguageModel::random_tensors(const Mode
   std::map<std::string, bool> prefixes;
   for (const auto& [name, shape] : towers) prefixes[name.substr(0, name.find(".vision_model.") + 14)] = true;
   uint64_t k = 1;
-  for (const auto& [prefix, unused] : prefixes) ClipVision::random_tensors(c.vision, prefix, seed + 1000 * k++, out);
+  for (const auto& [prefix, unused] : prefixes) ClipVision::random_tensors(c.vision, prefix, seed + 1000 * k++, out, dtype);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
   int64_t dv = c.vision.hidden_size, dt = c.text.hidden_size;
-  out["multi_modal_projector.linear_1.weight"] = at::normal(0.0, 0.02, {dt, dv}, gen);
-  out["multi_modal_projector.linear_1.bias"] = at::normal(0.0, 0.01, {dt}, gen);
-  out["multi_modal_projector.linear_2.weight"] = at::normal(0.0, 0.02, {dt, dt}, gen);
-  out["multi_modal_projector.linear_2.bias"] = at::normal(0.0, 0.01, {dt}, gen);
+  out["multi_modal_projector.linear_1.weight"] = at::normal(0.0, 0.02, {dt, dv}, gen).to(dtype);
+  out["multi_modal_projector.linear_1.bias"] = at::normal(0.0, 0.01, {dt}, gen).to(dtype);
+  out["multi_modal_projector.linear_2.weight"] = at::normal(0.0, 0.02, {dt, dt}, gen).to(dtype);
+  out["multi_modal_projector.linear_2.bias"] = at::normal(0.0, 0.01, {dt}, gen).to(dtype);
   return out;
 }
 
@@ -78,7 +79,7 @@ std::unique_ptr<VisionLanguageModel> VisionLanguageModel::load(const std::string
 
 std::unique_ptr<VisionLanguageModel> VisionLanguageModel::random(const ModelConfig& config, uint64_t seed,
                                                                  const LoadOptions& options) {
-  std::unique_ptr<Weights> w = Weights::from_tensors(random_tensors(config, seed));
+  std::unique_ptr<Weights> w = Weights::from_tensors(random_tensors(config, seed, options.dtype));
   return build_model(config, *w, options.dtype);
 }
 

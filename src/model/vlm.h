@@ -47,7 +47,8 @@ class VisionLanguageModel {
   // Every tensor name and shape a checkpoint of `config` must hold (canonical names).
   static ShapeMap expected_tensors(const ModelConfig& config);
   // Random weights for `config` under the same names.
-  static std::map<std::string, at::Tensor> random_tensors(const ModelConfig& config, uint64_t seed);
+  static std::map<std::string, at::Tensor> random_tensors(const ModelConfig& config, uint64_t seed,
+                                                          at::ScalarType dtype = at::kFloat);
 
   const ModelConfig& config() const { return config_; }
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }

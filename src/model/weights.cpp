@@ -184,14 +184,20 @@ at::Tensor Weights::get(const std::string& name, at::ScalarType dtype) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) throw ModelError(where_ + ": missing tensor '" + name + "'");
   const Entry& e = it->second;
-  if (!e.view) return e.tensor.to(dtype).contiguous().clone();
+  if (!e.view) {
+    // In-memory weights already in the compute dtype are shared, not copied (weights are never
+    // written to), so a model built from them holds one copy.
+    if (e.tensor.scalar_type() == dtype && e.tensor.is_contiguous()) return e.tensor;
+    return e.tensor.to(dtype).contiguous().clone();
+  }
   at::ScalarType src = scalar_type(e.view->dtype, e.file + ": tensor '" + e.view->name + "'");
   at::Tensor raw = at::empty(e.view->shape, at::TensorOptions().dtype(src));
   std::memcpy(raw.data_ptr(), e.view->data, e.view->n_bytes);  // copy: the file may be unaligned
+  e.view->release_pages();  // so the mapped file and its copy are never both resident
   return raw.to(dtype).contiguous();
 }
 
-std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_t seed) {
+std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_t seed, at::ScalarType dtype) {
   std::map<std::string, at::Tensor> out;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   auto ends_with = [](const std::string& s, const char* tail) {
@@ -201,7 +207,9 @@ std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_
   for (const auto& [name, shape] : shapes) {
     bool norm = name.find("norm") != std::string::npos && ends_with(name, ".weight");
     bool bias = ends_with(name, ".bias");
-    out[name] = norm ? at::ones(shape) : at::normal(0.0, bias ? 0.01 : 0.02, shape, gen);
+    // Drawn in float32 (the same numbers whatever the dtype), stored in `dtype` at once: a 7B
+    // preset never holds a float32 copy of itself.
+    out[name] = (norm ? at::ones(shape) : at::normal(0.0, bias ? 0.01 : 0.02, shape, gen)).to(dtype);
   }
   return out;
 }

@@ -56,7 +56,7 @@ class Weights {
 
 // Random weights for `shapes` from `seed` (the usual initialisation: normal with std 0.02,
 // biases std 0.01, normalisation weights 1), for generated and preset models.
-std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_t seed);
+std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_t seed, at::ScalarType dtype = at::kFloat);
 
 // Converts a tensor to safetensors bytes (contiguous, little-endian) in `dtype` (kF32, kF16 or kBF16).
 TensorData to_tensor_data(const std::string& name, const at::Tensor& tensor, DType dtype);

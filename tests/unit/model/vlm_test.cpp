@@ -166,6 +166,22 @@ TEST(Model, SaveLoadRoundtripGivesIdenticalLogits) {
   EXPECT_EQ(loaded->feature_layer(), c.vision.num_hidden_layers - 2);
 }
 
+// A random model built in bf16 holds the same draws as the float32 one, rounded: the dtype
+// changes the storage, not the numbers (a 7B preset is generated in bf16 directly).
+TEST(Model, RandomWeightsInBf16AreTheFloat32DrawsRounded) {
+  ModelConfig c = preset_config("tiny-llava");
+  LoadOptions bf16;
+  bf16.dtype = at::kBFloat16;
+  auto a = VisionLanguageModel::random(c, 5), b = VisionLanguageModel::random(c, 5, bf16);
+  EXPECT_EQ(b->llm().dtype(), at::kBFloat16);
+  at::Tensor ea = a->llm().embed({1, 7, 99}), eb = b->llm().embed({1, 7, 99});
+  EXPECT_TRUE(at::equal(ea.to(at::kBFloat16), eb));
+  at::Tensor features = at::randn({3, c.vision.hidden_size});
+  at::Tensor pa = a->project(features), pb = b->project(features);
+  EXPECT_GT(pa.abs().max().item<double>(), 0.0);
+  EXPECT_LT((pa - pb.to(at::kFloat)).abs().max().item<double>(), 0.02 * pa.abs().max().item<double>());
+}
+
 TEST(Model, ShardedNewPrefixF16CheckpointLoads) {
   std::string dir = test::temp_dir() + "/sharded";
   TinyModelOptions o;
