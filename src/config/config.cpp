@@ -28,10 +28,16 @@ Mark mark_of(const YAML::Mark& m) {
   return Mark{m.line, m.column};
 }
 
+// Deeper than any configuration nests: only a recursive alias (`&a [*a]`) gets there.
+constexpr int kMaxDepth = 64;
+
 // The tree of a yaml-cpp node, marks and quoting kept.
-Node to_node(const YAML::Node& y) {
+Node to_node(const YAML::Node& y, const Origin& origin, int depth = 0) {
   Node n;
   n.mark = mark_of(y.Mark());
+  if (depth > kMaxDepth) {
+    fail(origin, n.mark, "values nest more than " + std::to_string(kMaxDepth) + " levels deep (a recursive alias?)");
+  }
   switch (y.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
@@ -45,11 +51,13 @@ Node to_node(const YAML::Node& y) {
       break;
     case YAML::NodeType::Sequence:
       n.kind = Node::Kind::kSequence;
-      for (const auto& item : y) n.items.push_back(to_node(item));
+      for (const auto& item : y) n.items.push_back(to_node(item, origin, depth + 1));
       break;
     case YAML::NodeType::Map:
       n.kind = Node::Kind::kMap;
-      for (const auto& entry : y) n.entries.emplace_back(to_node(entry.first), to_node(entry.second));
+      for (const auto& entry : y) {
+        n.entries.emplace_back(to_node(entry.first, origin, depth + 1), to_node(entry.second, origin, depth + 1));
+      }
       break;
   }
   return n;
@@ -93,7 +101,7 @@ Node parse_document(const std::string& yaml, const Origin& where) {
   if (docs.size() > 1) {
     fail(where, mark_of(docs[1].Mark()), "expected one YAML document, found " + std::to_string(docs.size()));
   }
-  return docs.empty() ? Node{} : to_node(docs[0]);
+  return docs.empty() ? Node{} : to_node(docs[0], where);
 }
 
 // Decodes one YAML document of `yaml` into a default T (strictly).
@@ -137,7 +145,7 @@ void apply_override(Root& config, const std::string& arg) {
   }
   Node value;
   try {
-    value = to_node(YAML::Load(arg.substr(eq + 1)));
+    value = to_node(YAML::Load(arg.substr(eq + 1)), origin);
   } catch (const YAML::Exception& e) {
     fail(origin, Mark{}, "cannot parse the value as YAML: " + e.msg);
   }

@@ -492,6 +492,16 @@ TEST(PipelineConfig, OwnKeysDecodeAndPrunerSectionsAreKeptAsWritten) {
   EXPECT_TRUE(load_pipeline_string("mustdrop:\n", "p.yaml").section("mustdrop.lsm").node.is_null());
 }
 
+TEST(Config, ARecursiveAliasIsAnErrorNotACrash) {
+  std::string e = error_of([] { load_string("log_level: &a [*a]\n", "t.yaml"); });
+  EXPECT_STARTS_WITH(e, "t.yaml:");
+  EXPECT_NE(e.find("recursive alias"), std::string::npos) << e;
+  e = error_of([] { load_pipeline_string("name: t\nx: &a [*a]\n", "p.yaml"); });
+  EXPECT_NE(e.find("recursive alias"), std::string::npos) << e;
+  e = error_of([] { defaults_with({"log_level=&a [*a]"}); });
+  EXPECT_NE(e.find("recursive alias"), std::string::npos) << e;
+}
+
 TEST(PipelineConfig, ErrorsInItsOwnKeysAndInTheShapeOfSectionsNameFileLineColumn) {
   auto err = [](const std::string& yaml) {
     return error_of([&] { load_pipeline_string(yaml, "p.yaml").section("mustdrop.lsm"); });
