@@ -61,7 +61,7 @@ void print_info(const video::StreamInfo& s, const config::SamplerConfig& sampler
   std::printf("declared:   duration %.3f s, %lld frames (not trusted for sampling)\n", s.duration_sec,
               static_cast<long long>(s.declared_frames));
   std::printf("live:       %s, seekable: %s\n", s.live ? "yes" : "no", s.seekable ? "yes" : "no");
-  std::printf("sampler:    %s", config::sampler_kind_name(sampler.kind));
+  std::printf("sampler:    %s", config::enum_name(sampler.kind));
   if (sampler.kind == config::SamplerKind::kFps) std::printf(", %.3f fps", sampler.fps);
   if (sampler.kind == config::SamplerKind::kInterval) std::printf(", every %.3f s", sampler.interval_sec);
   std::printf(", %d frames%s\n", sampler.frames,
@@ -124,7 +124,7 @@ int run_probe(const ProbeArgs& args, config::Config config) {
   video::SourceStats stats = source->stats();
   if (args.json) {
     json out{{"stream", info_json(source->info())},
-             {"sampler", {{"kind", config::sampler_kind_name(video.sampler.kind)}, {"frames", video.sampler.frames}, {"fps", video.sampler.fps},
+             {"sampler", {{"kind", config::enum_name(video.sampler.kind)}, {"frames", video.sampler.frames}, {"fps", video.sampler.fps},
                           {"interval_sec", video.sampler.interval_sec}}},
              {"frames", frames},
              {"n_frames_sampled", n},

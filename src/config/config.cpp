@@ -136,9 +136,7 @@ void apply_override(Root& config, const std::string& arg) {
     if (close == std::string::npos) break;
     key = key.substr(0, open) + "." + key.substr(open + 1, close - open - 1) + key.substr(close + 1);
   }
-  std::vector<std::string> segments;
-  std::stringstream ss(key);
-  for (std::string segment; std::getline(ss, segment, '.');) segments.push_back(segment);
+  const std::vector<std::string> segments = detail::split_key_path(key);
   if (key.empty() || key.back() == '.' ||
       std::any_of(segments.begin(), segments.end(), [](const std::string& s) { return s.empty(); })) {
     fail(origin, Mark{}, "'" + key + "' is not a key path (expected e.g. video.sampler.frames)");
@@ -232,8 +230,7 @@ Section PipelineConfig::section(const std::string& key_path) const {
   Section out{Node{}, key_path, origin};
   const Node* at = &sections;
   std::string path;
-  std::stringstream segments(key_path);
-  for (std::string segment; std::getline(segments, segment, '.');) {
+  for (const std::string& segment : detail::split_key_path(key_path)) {
     if (at->is_null()) return out;  // `mustdrop:` with nothing under it
     if (!at->is_map()) {
       fail(origin, at->mark, path + ": expected a section (a map of keys), found " + detail::describe(*at));

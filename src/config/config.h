@@ -51,7 +51,6 @@ struct LiveConfig {
 // How frames are chosen from a source.
 enum class SamplerKind { kUniform, kFps, kInterval };
 inline std::vector<const char*> enum_names(SamplerKind) { return {"uniform", "fps", "interval"}; }
-inline const char* sampler_kind_name(SamplerKind k) { return enum_names(k)[static_cast<std::size_t>(k)]; }
 
 // Which decoded frames are kept.
 struct SamplerConfig {

@@ -42,6 +42,13 @@ std::string join_path(const std::string& prefix, const std::string& key) {
   return prefix.empty() ? key : prefix + "." + key;
 }
 
+std::vector<std::string> split_key_path(const std::string& path) {
+  std::vector<std::string> out;
+  std::stringstream segments(path);
+  for (std::string segment; std::getline(segments, segment, '.');) out.push_back(segment);
+  return out;
+}
+
 std::string join_list(const std::vector<std::string>& items) {
   std::string out;
   for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;

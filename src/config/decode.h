@@ -47,6 +47,8 @@ inline Limits any() { return Limits{}; }
 namespace detail {
 
 std::string join_path(const std::string& prefix, const std::string& key);
+// "a.b.c" -> {a, b, c} (empty segments kept, so callers can reject them).
+std::vector<std::string> split_key_path(const std::string& path);
 std::string join_list(const std::vector<std::string>& items);
 bool parse_int(const std::string& text, long long& out);
 // Empty if the value satisfies the limits, else why not.
@@ -84,6 +86,11 @@ void decode_leaf(const Node& node, std::vector<std::string>& out, const Limits& 
 // Index of `name` in `names`, or -1.
 int index_of(const std::vector<const char*>& names, const std::string& name);
 
+template <class E>
+const char* enum_name(E v) {
+  return enum_names(v)[static_cast<std::size_t>(v)];
+}
+
 template <class E, std::enable_if_t<std::is_enum<E>::value, int> = 0>
 void decode_leaf(const Node& node, E& out, const Limits& limits, const Site& site) {
   const std::vector<const char*> names = enum_names(E{});
@@ -106,7 +113,7 @@ Node print_leaf(const std::vector<int>& v);
 Node print_leaf(const std::vector<std::string>& v);
 template <class E, std::enable_if_t<std::is_enum<E>::value, int> = 0>
 Node print_leaf(E v) {
-  return print_leaf(std::string(enum_names(E{})[static_cast<std::size_t>(v)]));
+  return print_leaf(std::string(enum_name(v)));
 }
 
 inline std::string violation_of(int v, const Limits& l) { return range_violation(v, l); }
@@ -400,6 +407,9 @@ struct PathLister {
 };
 
 }  // namespace detail
+
+// The spelling of an enum value (its enum_names entry).
+using detail::enum_name;
 
 // The value of enum E named `name` (its enum_names spelling); false when none is.
 template <class E>

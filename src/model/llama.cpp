@@ -144,7 +144,9 @@ at::Tensor LlamaModel::attention(int layer, const at::Tensor& x, const at::Tenso
   at::Tensor keys = cache.keys(layer), values = cache.values(layer);  // [kv_heads, S, hd]
   if (read.defined()) {
     // A subset of the entries (the new tokens' own among them); the rest stay cached.
-    if (read.numel() > 0 && (read.min().item<int64_t>() < 0 || read.max().item<int64_t>() >= keys.size(1))) {
+    // Ascending: its ends bound it.
+    const int64_t n_read = read.numel(), *r = read.data_ptr<int64_t>();
+    if (n_read > 0 && (r[0] < 0 || r[n_read - 1] >= keys.size(1))) {
       throw InternalError("layer " + std::to_string(layer) + ": an entry to read lies outside the cache's " +
                           std::to_string(keys.size(1)));
     }

@@ -179,8 +179,10 @@ class PrefillStages : public model::LayerHook {
 // their layer read (Needs::decode_read_after); one hook for the whole generation, told each step.
 class DecodeReads : public model::LayerHook {
  public:
-  DecodeReads(std::vector<TokenPruner*> pruners, PrefillRun& run, int n_layers, TraceSink trace)
-      : pruners_(std::move(pruners)), run_(run), n_layers_(n_layers), trace_(std::move(trace)) {}
+  // `readers`: each reading stage with the layer after which it reads (Needs::decode_read_after,
+  // asked once: these hooks run for every layer of every decode step).
+  DecodeReads(std::vector<std::pair<TokenPruner*, int>> readers, PrefillRun& run, int n_layers, TraceSink trace)
+      : readers_(std::move(readers)), run_(run), n_layers_(n_layers), trace_(std::move(trace)) {}
 
   // A new decode step, after `steps_done` steps: earlier selections no longer hold.
   void begin_step(int steps_done) {
@@ -189,15 +191,15 @@ class DecodeReads : public model::LayerHook {
   }
 
   std::vector<int64_t> attention_rows(int layer, int64_t n_tokens) override {
-    for (const TokenPruner* p : pruners_) {
-      if (read_after(*p) == layer && n_tokens > 0) return {n_tokens - 1};  // the new token
+    for (const auto& [p, after] : readers_) {
+      if (after == layer && n_tokens > 0) return {n_tokens - 1};  // the new token
     }
     return {};
   }
 
   void after_layer(model::LayerState& st) override {
-    for (TokenPruner* p : pruners_) {
-      if (read_after(*p) != st.layer) continue;
+    for (const auto& [p, after] : readers_) {
+      if (after != st.layer) continue;
       auto t0 = Clock::now();
       if (st.layer >= static_cast<int>(run_.layer_vision.size())) return;
       std::vector<TokenInfo>& ledger = run_.layer_vision[static_cast<size_t>(st.layer)];
@@ -270,9 +272,7 @@ class DecodeReads : public model::LayerHook {
     std::unordered_set<int64_t> shown;  // ids the stage judged
     std::unordered_set<int64_t> kept;   // ... and kept
   };
-  int read_after(const TokenPruner& p) const { return p.needs(n_layers_).decode_read_after; }
-
-  std::vector<TokenPruner*> pruners_;
+  std::vector<std::pair<TokenPruner*, int>> readers_;
   PrefillRun& run_;
   int n_layers_;
   TraceSink trace_;
@@ -483,9 +483,10 @@ std::vector<std::string> Chain::inactive_stages(const model::VisionLanguageModel
 
 model::StepLayerHook Chain::decode_layer_hook(PrefillRun& run) const {
   const int n_layers = static_cast<int>(run.layer_vision.size());
-  std::vector<TokenPruner*> readers;
+  std::vector<std::pair<TokenPruner*, int>> readers;
   for (const auto& p : run.stages) {
-    if (p->stage() == Stage::Decode && p->needs(n_layers).decode_read_after >= 0) readers.push_back(p.get());
+    const int after = p->stage() == Stage::Decode ? p->needs(n_layers).decode_read_after : -1;
+    if (after >= 0) readers.emplace_back(p.get(), after);
   }
   if (readers.empty()) return {};
   auto hook = std::make_shared<DecodeReads>(std::move(readers), run, n_layers, trace_);

@@ -1,7 +1,6 @@
 // Every pruner, by the name pipelines use in `chain`; their sections; the chain built from them.
 #include <algorithm>
 #include <set>
-#include <sstream>
 
 #include "core/error.h"
 #include "prune/baselines/dycoke.h"
@@ -115,9 +114,7 @@ std::string pipeline_yaml(const config::PipelineConfig& pipeline) {
     bool in_chain = std::count(pipeline.chain.begin(), pipeline.chain.end(), e.name) > 0;
     if (!in_chain && s.node.is_null()) continue;
     config::Node* at = &root;
-    std::stringstream path(e.name);
-    std::vector<std::string> keys;
-    for (std::string k; std::getline(path, k, '.');) keys.push_back(k);
+    const std::vector<std::string> keys = config::detail::split_key_path(e.name);
     for (size_t i = 0; i + 1 < keys.size(); ++i) at = &child(*at, keys[i]);
     child(*at, keys.back()) = e.options(s);
   }

@@ -132,7 +132,7 @@ struct LeafPrinter {
   static std::string text(bool v) { return v ? "true" : "false"; }
   template <class E, std::enable_if_t<std::is_enum<E>::value, int> = 0>
   static std::string text(E v) {
-    return enum_names(v)[static_cast<std::size_t>(v)];
+    return enum_name(v);
   }
   template <class T>
   static std::string text(const std::vector<T>& v) {
