@@ -18,7 +18,6 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
   return (y.to(x.scalar_type()) * w);
 }
 
-
 std::string layer_prefix(int i) { return "language_model.model.layers." + std::to_string(i) + "."; }
 
 }  // namespace
