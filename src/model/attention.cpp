@@ -135,6 +135,11 @@ void set_default_attention_path(AttentionPath path) { default_path.store(path); 
 
 AttentionOutput attend(const AttentionInput& in, AttentionPath path) {
   check_shapes(in);
+  if (in.q.size(1) == 0) {  // no new rows: nothing to attend
+    AttentionOutput o;
+    o.out = at::empty({0, in.q.size(0) * in.q.size(2)}, in.q.options());
+    return o;
+  }
   if (path == AttentionPath::kAuto) path = default_path.load();
   const bool blocked_runs = blocked_attention_runs(in.q.scalar_type(), in.q.size(2)) &&
                             in.keys.scalar_type() == in.q.scalar_type() &&

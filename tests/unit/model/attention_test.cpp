@@ -160,6 +160,14 @@ INSTANTIATE_TEST_SUITE_P(Paths, AttentionPaths,
                                                                      : std::string("Reference");
                          });
 
+TEST(Attention, NoNewRowsGiveAnEmptyOutput) {
+  Case c{4, 2, 16, 0, 5, at::kFloat};
+  AttentionInput in = make_input(c, 2);
+  AttentionOutput o = attend(in);
+  EXPECT_EQ(o.out.sizes(), (std::vector<int64_t>{0, 64}));
+  EXPECT_FALSE(o.probs.defined());
+}
+
 TEST(Attention, RejectsCountsThatAreNotCausal) {
   Case c{2, 2, 16, 3, 0, at::kFloat};
   AttentionInput in = make_input(c, 1);
