@@ -16,6 +16,9 @@ namespace mustdrop::model {
 
 namespace {
 
+// Multiply-adds below which a kernel call stays on the calling thread.
+constexpr int64_t kParallelWork = int64_t{1} << 20;
+
 at::ScalarType score_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 void check_shapes(const AttentionInput& in) {
@@ -113,7 +116,11 @@ AttentionOutput attend_blocked(const AttentionInput& in) {
     a.probs = probs.data_ptr<float>();
   }
   const int64_t scratch = kernel::scratch_floats(a);
-  at::parallel_for(0, a.heads, 1, [&](int64_t begin, int64_t end) {
+  // Heads in parallel only when there is work to share: a parallel region costs microseconds,
+  // and each thread that opens one keeps an OpenMP pool (tiny models never need one).
+  const int64_t work = a.heads * a.n * a.n_keys * a.head_dim;
+  const int64_t grain = work < kParallelWork ? a.heads : 1;
+  at::parallel_for(0, a.heads, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer(static_cast<size_t>(scratch));
     for (int64_t h = begin; h < end; ++h) kernel::attend_head(a, h, buffer.data());
   });
