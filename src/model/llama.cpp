@@ -5,6 +5,8 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "model/attention.h"
+#include "model/linear.h"
 
 namespace mustdrop::model {
 
@@ -14,10 +16,6 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
   at::Tensor xf = x.to(accumulate_type(x.scalar_type()));
   at::Tensor y = xf * at::rsqrt(xf.pow(2).mean(-1, true) + eps);
   return (y.to(x.scalar_type()) * w);
-}
-
-at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = at::Tensor()) {
-  return b.defined() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
 }
 
 std::string layer_prefix(int i) { return "language_model.model.layers." + std::to_string(i) + "."; }
@@ -153,43 +151,44 @@ at::Tensor LlamaModel::attention(int layer, const at::Tensor& x, const at::Tenso
     keys = keys.index_select(1, read);
     values = values.index_select(1, read);
   }
-  int64_t s = keys.size(1);
-  int64_t group = heads / kv_heads;
-  if (group > 1) {
-    keys = keys.unsqueeze(1).expand({kv_heads, group, s, hd}).reshape({heads, s, hd});
-    values = values.unsqueeze(1).expand({kv_heads, group, s, hd}).reshape({heads, s, hd});
-  }
-  // Scores in at least float32, computed for blocks of query rows so the [heads, rows, S]
-  // matrix stays small for long prompts. Query i (cache index past+i) sees keys 0..past+i.
-  at::ScalarType acc = accumulate_type(q.scalar_type());
-  at::Tensor kt = keys.to(acc).transpose(1, 2);
-  at::Tensor vals = values.to(acc);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  const int64_t block = 256;
-  std::vector<at::Tensor> outs;
-  std::vector<at::Tensor> row_probs(rows.size());
-  for (int64_t r0 = 0; r0 < n; r0 += block) {
-    int64_t nr = std::min(block, n - r0);
-    at::Tensor scores = at::bmm(q.narrow(1, r0, nr).to(acc), kt).mul_(scale);  // [heads, nr, S]
-    // Causal: row r0+i may see keys up to past+r0+i; later keys are masked.
-    int64_t first_masked = past + r0 + 1;
-    if (read.defined()) {
-      at::Tensor query_at = at::arange(past + r0, past + r0 + nr, read.options()).unsqueeze(1);
-      at::Tensor mask = read.unsqueeze(0) > query_at;  // [nr, S]: key entries after the query's own
-      if (mask.any().item<bool>()) scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
-    } else if (first_masked < s) {
-      at::Tensor mask = at::ones({nr, s}, at::TensorOptions().dtype(at::kBool)).triu(first_masked);
-      scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
-    }
-    at::Tensor probs = at::softmax(scores, -1);
+  AttentionInput in{q, keys, values, causal_visible(past, n, read, keys.size(1)), rows};
+  AttentionOutput att = attend(in);
+  if (probs_out && att.probs.defined()) *probs_out = att.probs;
+  return dense(att.out, w.o);
+}
+
+at::Tensor LlamaModel::layer_rows(int layer, const at::Tensor& h, const at::Tensor& positions, KvCache& cache,
+                                  const std::vector<int64_t>& rows, const at::Tensor& read, at::Tensor* probs) const {
+  const LlamaLayerWeights& w = weights_.layers[static_cast<size_t>(layer)];
+  const double eps = config_.rms_norm_eps;
+  auto block = [&](const at::Tensor& hc, const at::Tensor& pc, const std::vector<int64_t>& rc, const at::Tensor& rd,
+                   at::Tensor* pr) {
+    at::Tensor a = hc + attention(layer, rms_norm(hc, w.input_norm, eps), pc, cache, rc, rd, pr);
+    at::Tensor x = rms_norm(a, w.post_norm, eps);
+    return a + dense(at::silu(dense(x, w.gate)) * dense(x, w.up), w.down);
+  };
+  const int64_t n = h.size(0);
+  if (n <= kRowChunk || read.defined()) return block(h, positions, rows, read, probs);
+  // Long prompts go through in chunks of rows, each attending to the cache as the earlier
+  // chunks left it (causal, so the same result): temporaries stay small enough to be reused
+  // rather than mapped and faulted in afresh for every layer.
+  const int64_t n_keys = cache.length(layer) + n;
+  at::Tensor out = at::empty_like(h);
+  if (!rows.empty()) *probs = at::zeros({static_cast<int64_t>(rows.size()), n_keys}, at::kFloat);
+  for (int64_t r0 = 0; r0 < n; r0 += kRowChunk) {
+    const int64_t nr = std::min(kRowChunk, n - r0);
+    std::vector<int64_t> rc, at_k;  // rows asked in this chunk (chunk-relative), their index in `rows`
     for (size_t k = 0; k < rows.size(); ++k) {
-      if (rows[k] >= r0 && rows[k] < r0 + nr) row_probs[k] = probs.select(1, rows[k] - r0).mean(0);
+      if (rows[k] >= r0 && rows[k] < r0 + nr) {
+        rc.push_back(rows[k] - r0);
+        at_k.push_back(static_cast<int64_t>(k));
+      }
     }
-    outs.push_back(at::bmm(probs, vals));  // [heads, nr, hd]
+    at::Tensor pc;
+    out.narrow(0, r0, nr).copy_(block(h.narrow(0, r0, nr), positions.narrow(0, r0, nr), rc, at::Tensor(), &pc));
+    for (size_t j = 0; j < at_k.size(); ++j) probs->select(0, at_k[j]).narrow(0, 0, pc.size(1)).copy_(pc[j]);
   }
-  if (probs_out && !rows.empty()) *probs_out = at::stack(row_probs, 0).to(at::kFloat);
-  at::Tensor out = (outs.size() == 1 ? outs[0] : at::cat(outs, 1)).to(x.scalar_type());
-  return dense(out.transpose(0, 1).reshape({n, heads * hd}), w.o);
+  return out;
 }
 
 LlmOutput LlamaModel::forward(const LlmForward& in) const {
@@ -200,7 +199,6 @@ LlmOutput LlamaModel::forward(const LlmForward& in) const {
   at::Tensor h = in.hidden.to(weights_.embed.scalar_type());
   at::Tensor positions = in.positions;
   for (int i = 0; i <= last; ++i) {
-    const LlamaLayerWeights& w = weights_.layers[static_cast<size_t>(i)];
     // Cached rows sit in front of the new ones (in this layer's cache, not in h) up to after_layer.
     const int64_t shown = i <= cached.after_layer ? cached.n : 0;
     std::vector<int64_t> rows;
@@ -221,9 +219,7 @@ LlmOutput LlamaModel::forward(const LlmForward& in) const {
     int64_t past = in.cache->length(i);
     at::Tensor read = in.hook ? in.hook->read_entries(i, past + h.size(0)) : at::Tensor();
     at::Tensor probs;
-    h = h + attention(i, rms_norm(h, w.input_norm, config_.rms_norm_eps), positions, *in.cache, rows, read, &probs);
-    at::Tensor x = rms_norm(h, w.post_norm, config_.rms_norm_eps);
-    h = h + dense(at::silu(dense(x, w.gate)) * dense(x, w.up), w.down);
+    h = layer_rows(i, h, positions, *in.cache, rows, read, &probs);
     if (probs.defined()) out.attention[i] = probs;
     if (i == cached.after_layer && cached.n > 0) {
       h = at::cat({cached.hidden.to(h.scalar_type()), h}, 0);

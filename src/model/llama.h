@@ -91,6 +91,8 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 
 class LlamaModel {
  public:
+  // Rows of a prompt pushed through one layer at a time (the size of llama.cpp's default ubatch).
+  static constexpr int64_t kRowChunk = 512;
   LlamaModel(TextConfig config, LlamaWeights weights);
   // Tensor names and shapes under "language_model." for `config`.
   static void expected_tensors(const TextConfig& config, ShapeMap& out);
@@ -117,6 +119,10 @@ class LlamaModel {
                        const at::Tensor& to) const;
 
  private:
+  // One decoder layer over the rows h (appending their keys/values to `cache`): attention, then
+  // the MLP, in chunks of kRowChunk rows when there are more. `rows`/`probs` as in attention().
+  at::Tensor layer_rows(int layer, const at::Tensor& h, const at::Tensor& positions, KvCache& cache,
+                        const std::vector<int64_t>& rows, const at::Tensor& read, at::Tensor* probs) const;
   // `read`: the cache entries attended to (ascending int64; undefined: all).
   at::Tensor attention(int layer, const at::Tensor& x, const at::Tensor& positions, KvCache& cache,
                        const std::vector<int64_t>& rows, const at::Tensor& read, at::Tensor* probs_out) const;

@@ -116,12 +116,15 @@ ModelConfig write_tiny_model(const std::string& dir_str, const TinyModelOptions&
 
   DType dtype = o.dtype == "f16" ? DType::kF16 : o.dtype == "bf16" ? DType::kBF16 : DType::kF32;
   if (o.dtype != "f32" && o.dtype != "f16" && o.dtype != "bf16") throw ConfigError("tiny model dtype must be f32, f16 or bf16");
-  std::map<std::string, at::Tensor> tensors = VisionLanguageModel::random_tensors(c, o.seed);
+  // Drawn in float32 tensor by tensor and held in the file's dtype; each tensor leaves the map as
+  // its bytes are taken, so a 7B checkpoint is never held twice (it fits a 24 GB machine).
+  const at::ScalarType held = dtype == DType::kF16 ? at::kHalf : dtype == DType::kBF16 ? at::kBFloat16 : at::kFloat;
+  std::map<std::string, at::Tensor> tensors = VisionLanguageModel::random_tensors(c, o.seed, held);
   int shards = std::max(1, o.shards);
   std::vector<std::vector<TensorData>> parts(static_cast<size_t>(shards));
   size_t i = 0;
-  for (const auto& [name, t] : tensors) {
-    parts[i++ % parts.size()].push_back(to_tensor_data(disk_name(name, o.new_prefixes), t, dtype));
+  for (auto it = tensors.begin(); it != tensors.end(); it = tensors.erase(it)) {
+    parts[i++ % parts.size()].push_back(to_tensor_data(disk_name(it->first, o.new_prefixes), it->second, dtype));
   }
   if (shards == 1) {
     write_safetensors((dir / "model.safetensors").string(), parts[0], {{"format", "pt"}});

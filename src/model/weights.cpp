@@ -105,12 +105,11 @@ std::unique_ptr<Weights> Weights::open(const std::string& dir) {
     throw ModelError(dir + ": no weights (expected model.safetensors, or model.safetensors.index.json with its shards)");
   }
   for (const auto& p : paths) {
-    w->files_.push_back(std::make_unique<SafetensorsFile>(p));
-    const SafetensorsFile& f = *w->files_.back();
-    for (const TensorView& t : f.tensors()) {
+    auto file = std::make_shared<const SafetensorsFile>(p);
+    for (const TensorView& t : file->tensors()) {
       std::string name = canonical_tensor_name(t.name);
-      auto [it, fresh] = w->entries_.emplace(name, Entry{&t, at::Tensor(), p});
-      if (!fresh) throw ModelError(p + ": tensor '" + t.name + "' also appears in " + it->second.file);
+      auto [it, fresh] = w->entries_.emplace(name, Entry{&t, at::Tensor(), file});
+      if (!fresh) throw ModelError(p + ": tensor '" + t.name + "' also appears in " + it->second.file->path());
       if (!weight_map.empty()) {
         auto listed = weight_map.find(t.name);
         if (listed != weight_map.end() && fs::path(p).filename() != listed->second) {
@@ -131,7 +130,7 @@ std::unique_ptr<Weights> Weights::open(const std::string& dir) {
 std::unique_ptr<Weights> Weights::from_tensors(std::map<std::string, at::Tensor> tensors) {
   std::unique_ptr<Weights> w(new Weights());
   w->where_ = "(in-memory weights)";
-  for (auto& [name, t] : tensors) w->entries_[canonical_tensor_name(name)] = Entry{nullptr, t, ""};
+  for (auto& [name, t] : tensors) w->entries_[canonical_tensor_name(name)] = Entry{nullptr, t, nullptr};
   return w;
 }
 
@@ -152,7 +151,7 @@ void Weights::check(const ShapeMap& expected) const {
       missing.push_back(name + " " + shape_text(shape));
     } else if (it->second != shape) {
       auto e = entries_.find(name);
-      wrong.push_back(name + ": " + shape_text(it->second) + " in " + (e->second.file.empty() ? where_ : e->second.file) +
+      wrong.push_back(name + ": " + shape_text(it->second) + " in " + (e->second.file ? e->second.file->path() : where_) +
                       ", expected " + shape_text(shape));
     }
   }
@@ -190,11 +189,25 @@ at::Tensor Weights::get(const std::string& name, at::ScalarType dtype) const {
     if (e.tensor.scalar_type() == dtype && e.tensor.is_contiguous()) return e.tensor;
     return e.tensor.to(dtype).contiguous().clone();
   }
-  at::ScalarType src = scalar_type(e.view->dtype, e.file + ": tensor '" + e.view->name + "'");
-  at::Tensor raw = at::empty(e.view->shape, at::TensorOptions().dtype(src));
-  std::memcpy(raw.data_ptr(), e.view->data, e.view->n_bytes);  // copy: the file may be unaligned
-  e.view->release_pages();  // so the mapped file and its copy are never both resident
-  return raw.to(dtype).contiguous();
+  const TensorView& v = *e.view;
+  at::ScalarType src = scalar_type(v.dtype, e.file->path() + ": tensor '" + v.name + "'");
+  const auto elem = static_cast<uintptr_t>(dtype_size(v.dtype));
+  const bool aligned = reinterpret_cast<uintptr_t>(v.data) % elem == 0;
+  void* bytes = const_cast<uint8_t*>(v.data);  // read-only mapping: never written through
+  if (src == dtype && aligned) {
+    std::shared_ptr<const SafetensorsFile> keep = e.file;
+    return at::from_blob(bytes, v.shape, [keep](void*) {}, at::TensorOptions().dtype(src));
+  }
+  at::Tensor converted;
+  if (aligned) {
+    converted = at::from_blob(bytes, v.shape, at::TensorOptions().dtype(src)).to(dtype).contiguous();
+  } else {  // LibTorch needs element-aligned data: copy first
+    at::Tensor raw = at::empty(v.shape, at::TensorOptions().dtype(src));
+    std::memcpy(raw.data_ptr(), v.data, v.n_bytes);
+    converted = raw.to(dtype).contiguous();
+  }
+  v.release_pages();  // so the mapped file and its conversion are never both resident
+  return converted;
 }
 
 std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_t seed, at::ScalarType dtype) {

@@ -35,7 +35,10 @@ class Weights {
   // One ModelError listing every missing, unexpected and wrong-shaped tensor (canonical names),
   // naming the directory. Returns normally when the names and shapes match exactly.
   void check(const ShapeMap& expected) const;
-  // The tensor `name` (canonical) as a new tensor of `dtype`; ModelError if absent.
+  // The tensor `name` (canonical) in `dtype`; ModelError if absent. Where a file already stores it
+  // in `dtype`, the result reads the mapped bytes themselves (read-only: weights are never
+  // written; the mapping lives as long as any such tensor); otherwise it is converted once, and
+  // the mapped pages it came from leave the resident set.
   at::Tensor get(const std::string& name, at::ScalarType dtype) const;
   bool has(const std::string& name) const;
   // Canonical names and shapes of everything held.
@@ -47,10 +50,9 @@ class Weights {
   struct Entry {
     const TensorView* view = nullptr;  // in a mapped file, or
     at::Tensor tensor;                 // held in memory
-    std::string file;
+    std::shared_ptr<const SafetensorsFile> file;
   };
   std::string where_;
-  std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, Entry> entries_;
 };
 

@@ -100,6 +100,66 @@ TEST(Llama, CachedDecodingEqualsFullRecomputation) {
   EXPECT_EQ(cache.length(0), static_cast<int64_t>(ids.size()));
 }
 
+// A prompt longer than one row chunk goes through each layer in chunks; the same prompt fed as
+// two forward calls of under a chunk each (the second attending to the cache the first left)
+// must give the same logits, caches and asked attention rows, in float64 (reference attention)
+// and float32 (the blocked kernel where the CPU has it).
+TEST(Llama, ChunkedPrefillEqualsTwoSmallerForwards) {
+  TextConfig c = small_text();
+  for (at::ScalarType t : {at::kDouble, at::kFloat}) {
+    std::map<std::string, at::Tensor> tensors;
+    LlamaModel::random_tensors(c, 9, tensors);
+    auto w = Weights::from_tensors(tensors);
+    LlamaModel m(c, LlamaModel::load(c, *w, t));
+    const int64_t n = LlamaModel::kRowChunk + 190, half = n / 2;
+    ASSERT_LT(n - half, LlamaModel::kRowChunk);
+    std::vector<int> ids;
+    for (int64_t i = 0; i < n; ++i) ids.push_back(static_cast<int>(3 + (i * 37) % 90));
+    // Rows in both chunks of the one-call run, out of order, and in both halves of the other.
+    const std::vector<int64_t> rows = {n - 1, 5, LlamaModel::kRowChunk + 3, LlamaModel::kRowChunk - 1, half + 2};
+    DenseKvCache one(m.n_layers());
+    LlmForward f;
+    f.hidden = m.embed(ids);
+    f.positions = positions(range(0, n));
+    f.cache = &one;
+    f.attention_rows[1] = rows;
+    LlmOutput a = m.forward(f);
+
+    DenseKvCache two(m.n_layers());
+    LlmForward f1;
+    f1.hidden = m.embed(std::vector<int>(ids.begin(), ids.begin() + half));
+    f1.positions = positions(range(0, half));
+    f1.cache = &two;
+    f1.attention_rows[1] = {5};
+    LlmOutput b1 = m.forward(f1);
+    LlmForward f2;
+    f2.hidden = m.embed(std::vector<int>(ids.begin() + half, ids.end()));
+    f2.positions = positions(range(half, n));
+    f2.cache = &two;
+    f2.attention_rows[1] = {n - 1 - half, LlamaModel::kRowChunk + 3 - half, LlamaModel::kRowChunk - 1 - half, 2};
+    LlmOutput b2 = m.forward(f2);
+
+    const double tol = t == at::kDouble ? 1e-9 : 2e-4;
+    const std::string what = t == at::kDouble ? "float64" : "float32";
+    EXPECT_LT((a.logits - b2.logits).abs().max().item<double>(), tol * 10) << what;
+    for (int l = 0; l < m.n_layers(); ++l) {
+      EXPECT_LT((one.keys(l).to(at::kDouble) - two.keys(l).to(at::kDouble)).abs().max().item<double>(), tol) << what;
+      EXPECT_LT((one.values(l).to(at::kDouble) - two.values(l).to(at::kDouble)).abs().max().item<double>(), tol)
+          << what;
+    }
+    ASSERT_EQ(a.attention.at(1).sizes(), (std::vector<int64_t>{5, n}));
+    at::Tensor pa = a.attention.at(1).to(at::kDouble), p1 = b1.attention.at(1).to(at::kDouble),
+               p2 = b2.attention.at(1).to(at::kDouble);
+    // Row 5 saw only the first half's keys; the rest of its row is zero.
+    EXPECT_LT((pa[1].narrow(0, 0, half) - p1[0]).abs().max().item<double>(), tol) << what;
+    EXPECT_EQ(pa[1].narrow(0, half, n - half).abs().max().item<double>(), 0.0) << what;
+    for (int64_t k : {0, 2, 3, 4}) {
+      const int64_t j = k == 0 ? 0 : k == 2 ? 1 : k == 3 ? 2 : 3;
+      EXPECT_LT((pa[k] - p2[j]).abs().max().item<double>(), tol) << what << " row " << rows[static_cast<size_t>(k)];
+    }
+  }
+}
+
 TEST(Llama, AttentionRowsEqualAnIndependentSoftmax) {
   TextConfig c = small_text(4);  // MHA keeps the reference short
   std::map<std::string, at::Tensor> t;

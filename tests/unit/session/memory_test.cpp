@@ -251,9 +251,13 @@ TEST(FrameMemory, BytesStayUnderTheBudgetOverAStreamTenTimesItsSize) {
     if (f % 25 == 24) expect_prefix_matches_memory(*m, 1, *snap);
     // The ledger: frames in order, each token's span ordered, positions increasing.
     at::Tensor pos = snap->positions();
-    if (pos.numel() > 1) ASSERT_TRUE((pos.narrow(0, 1, pos.numel() - 1) > pos.narrow(0, 0, pos.numel() - 1)).all().item<bool>());
+    if (pos.numel() > 1) {
+      ASSERT_TRUE((pos.narrow(0, 1, pos.numel() - 1) > pos.narrow(0, 0, pos.numel() - 1)).all().item<bool>());
+    }
     for (size_t i = 0; i < snap->frames.size(); ++i) {
-      if (i > 0) ASSERT_LT(snap->frames[i - 1]->seq, snap->frames[i]->seq);
+      if (i > 0) {
+        ASSERT_LT(snap->frames[i - 1]->seq, snap->frames[i]->seq);
+      }
       for (const auto& e : snap->frames[i]->ledger) ASSERT_LE(e.t_first_sec, e.t_last_sec);
     }
   }
