@@ -51,9 +51,11 @@ class FileSource : public Source {
   bool rewind() override {
     // Reopening is the one rewind every demuxer gets right (seeking to the start of an MPEG-TS
     // file with an offset clock can land after the first keyframe).
+    // The new reader opens before the old one closes: when the open fails (the file went away, a
+    // stop interrupted it) this source stays whole, its counters and info readable by others.
+    auto fresh = std::make_unique<MediaReader>(options_);
     add_stats(closed_, reader_->stats());
-    reader_.reset();
-    reader_ = std::make_unique<MediaReader>(options_);
+    reader_ = std::move(fresh);
     next_index_ = 0;
     index_known_ = true;
     return true;

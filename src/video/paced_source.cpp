@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <thread>
 
 #include "video/source.h"
@@ -29,7 +30,12 @@ class PacedSource : public Source {
     if (stop_requested()) return std::nullopt;
     std::optional<Frame> f = inner_->next();
     if (!f && loop_ && n_this_pass_ > 0) {
-      if (!inner_->rewind()) return std::nullopt;
+      try {
+        if (stop_requested() || !inner_->rewind()) return std::nullopt;
+      } catch (const std::exception&) {
+        if (stop_requested()) return std::nullopt;  // the stop interrupted the reopen: an end, not an error
+        throw;
+      }
       ++n_loops_;
       // The next pass starts one frame period after the last frame.
       t_offset_ = last_t_ + period();

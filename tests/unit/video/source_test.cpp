@@ -418,5 +418,69 @@ TEST(PacedSource, LoopsWithRisingTimesAndKeepsRealTime) {
   EXPECT_GE(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), last_t - first_t - 0.005);
 }
 
+// A looped file that goes away between passes: the reopen fails with an error naming the file,
+// and the source stays whole (a monitor reads its counters after the reader thread has ended).
+TEST(PacedSource, AFileGoneBeforeTheNextPassIsAnInputErrorAndTheSourceStaysReadable) {
+  const std::string clip = temp_dir() + "/vanishing.mp4";
+  std::filesystem::copy_file(h264_mp4(), clip, std::filesystem::copy_options::overwrite_existing);
+  int64_t n_once = 0;
+  {
+    auto plain = video::open_source(clip, config::VideoConfig{});
+    while (plain->next()) ++n_once;
+  }
+  ASSERT_GE(n_once, 10);
+  auto looped = video::make_paced_source(video::open_source(clip, config::VideoConfig{}), false, true);
+  for (int64_t i = 0; i < n_once; ++i) ASSERT_TRUE(looped->next()) << i;
+  std::filesystem::remove(clip);
+  try {
+    looped->next();
+    FAIL() << "the pass after the file was removed gave a frame or a quiet end";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(clip), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(looped->stats().n_frames_decoded, n_once);
+  EXPECT_GT(looped->info().width, 0);
+}
+
+// A stop that interrupts the reopen between passes ends the source quietly: a monitor stopping
+// while a looped clip starts over is not a failure of that clip.
+TEST(PacedSource, AStopDuringTheReopenIsAnEndNotAnError) {
+  // Two frames a pass; the rewind is where the stop arrives, and the reopen fails as libav does
+  // when its interrupt callback fires.
+  class TwoFrames : public video::Source {
+   public:
+    const video::StreamInfo& info() const override { return info_; }
+    std::optional<Frame> next() override {
+      if (next_ == 2) return std::nullopt;
+      Frame f;
+      f.t_sec = 0.04 * static_cast<double>(next_++);
+      return f;
+    }
+    bool seek(double) override { return false; }
+    std::optional<std::vector<double>> frame_times() override { return std::nullopt; }
+    bool rewind() override {
+      if (on_rewind) on_rewind();
+      if (stop_requested()) throw InputError("clip.mp4: timed out or interrupted while opening");
+      next_ = 0;
+      return true;
+    }
+    video::SourceStats stats() const override { return {}; }
+    std::function<void()> on_rewind;
+
+   private:
+    video::StreamInfo info_;
+    int next_ = 0;
+  };
+  auto inner = std::make_unique<TwoFrames>();
+  TwoFrames* raw = inner.get();
+  auto looped = video::make_paced_source(std::move(inner), false, true);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(looped->next()) << i;  // two passes and a bit: rewinds work
+  raw->on_rewind = [&] { looped->request_stop(); };
+  EXPECT_TRUE(looped->next());  // the last frame of the third pass
+  std::optional<Frame> after;
+  EXPECT_NO_THROW(after = looped->next());
+  EXPECT_FALSE(after);
+}
+
 }  // namespace
 }  // namespace mustdrop::test
