@@ -400,12 +400,15 @@ TEST(Monitor, SigintStopsCleanlyAndKeepsEveryEvent) {
 TEST(Monitor, TypedQuestionsAreAnsweredOnStdout) {
   const std::string events = temp_dir() + "/typed.jsonl";
   std::string config = write_config("typed", file_source("cam", clip(), true, true, 4) + file_source("yard", clip(), true, true, 2),
-                                    "http:\n  enabled: false\n", events);
-  // Lines come once frames are in memory; then stdin ends and --duration stops the monitor.
+                                    "http:\n  enabled: false\nmetrics_interval_sec: 0.25\n", events);
+  // Lines come once both sources have frames in memory (as their metrics events say: a fixed
+  // sleep is not enough on a loaded machine); then stdin ends and --duration stops the monitor.
   ProcResult r = run_process({"bash", "-c",
-                              "(sleep 3; printf 'What is there?\\n@yard Is it red?\\n@garage hi\\n') | \"$0\" monitor \"$1\" "
-                              "--interactive --duration 8",
-                              mustdrop_binary(), config},
+                              "EVENTS=\"$2\"; ready() { grep -F '\"source\":\"'$1'\"' \"$EVENTS\" 2>/dev/null | grep -q '\"n_frames\":[1-9]'; }; "
+                              "(for i in $(seq 300); do ready cam && ready yard && break; sleep 0.2; done; "
+                              "printf 'What is there?\\n@yard Is it red?\\n@garage hi\\n') | \"$0\" monitor \"$1\" "
+                              "--interactive --duration 12",
+                              mustdrop_binary(), config, events},
                              120);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("no source 'garage'"), std::string::npos) << r.err;
