@@ -20,10 +20,11 @@ struct LlamaLayerWeights {
 };
 
 struct LlamaWeights {
-  at::Tensor embed;  // [vocab, hidden]
+  at::Tensor embed;  // [vocab, hidden], as stored in the file unless tied to lm_head (rows convert when read)
   std::vector<LlamaLayerWeights> layers;
   at::Tensor norm;
   at::Tensor lm_head;  // [vocab, hidden]
+  at::ScalarType dtype = at::kFloat;  // compute dtype of every other weight and the activations
 };
 
 // What a layer hook sees after a decoder layer has run over the current tokens.
@@ -106,7 +107,7 @@ class LlamaModel {
   int n_layers() const { return static_cast<int>(weights_.layers.size()); }
   int head_dim() const { return config_.hidden_size / config_.num_attention_heads; }
   // The compute dtype of the weights and activations.
-  at::ScalarType dtype() const { return weights_.embed.scalar_type(); }
+  at::ScalarType dtype() const { return weights_.dtype; }
   // Embeddings of token ids: [n, hidden].
   at::Tensor embed(const std::vector<int>& ids) const;
   // Runs the new tokens through every layer (or up to in.last_layer), appending their

@@ -27,6 +27,11 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   return os.str();
 }
 
+// LibTorch reads a tensor in place only at an address that is a multiple of its element size.
+bool element_aligned(const TensorView& v) {
+  return reinterpret_cast<uintptr_t>(v.data) % static_cast<uintptr_t>(dtype_size(v.dtype)) == 0;
+}
+
 at::ScalarType scalar_type(DType d, const std::string& where) {
   switch (d) {
     case DType::kF32:
@@ -179,6 +184,18 @@ void Weights::check(const ShapeMap& expected) const {
   throw ModelError(os.str());
 }
 
+at::Tensor Weights::get_stored(const std::string& name, at::ScalarType fallback) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw ModelError(where_ + ": missing tensor '" + name + "'");
+  const Entry& e = it->second;
+  if (!e.view) return e.tensor.is_contiguous() ? e.tensor : get(name, fallback);
+  const TensorView& v = *e.view;
+  const at::ScalarType src = scalar_type(v.dtype, e.file->path() + ": tensor '" + v.name + "'");
+  const bool floating = src == at::kFloat || src == at::kHalf || src == at::kBFloat16;
+  // In its own dtype get() maps the bytes; unaligned it would copy them, so convert instead.
+  return get(name, floating && element_aligned(v) ? src : fallback);
+}
+
 at::Tensor Weights::get(const std::string& name, at::ScalarType dtype) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) throw ModelError(where_ + ": missing tensor '" + name + "'");
@@ -191,8 +208,7 @@ at::Tensor Weights::get(const std::string& name, at::ScalarType dtype) const {
   }
   const TensorView& v = *e.view;
   at::ScalarType src = scalar_type(v.dtype, e.file->path() + ": tensor '" + v.name + "'");
-  const auto elem = static_cast<uintptr_t>(dtype_size(v.dtype));
-  const bool aligned = reinterpret_cast<uintptr_t>(v.data) % elem == 0;
+  const bool aligned = element_aligned(v);
   void* bytes = const_cast<uint8_t*>(v.data);  // read-only mapping: never written through
   if (src == dtype && aligned) {
     std::shared_ptr<const SafetensorsFile> keep = e.file;

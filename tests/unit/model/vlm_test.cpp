@@ -5,12 +5,14 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
 #include "model/kv_cache.h"
 #include "model/presets.h"
+#include "model/safetensors.h"
 #include "model/tiny_model.h"
 #include "model/tokenizer.h"
 #include "model/vlm.h"
@@ -197,6 +199,47 @@ TEST(Model, ShardedNewPrefixF16CheckpointLoads) {
   at::Tensor pixels = at::randn({1, 3, 336, 336});
   at::Tensor a = prompt_logits(*m, pixels, "count the cars"), b = prompt_logits(*ref, pixels, "count the cars");
   EXPECT_TRUE(at::allclose(a, b, 1e-2, 1e-2)) << (a - b).abs().max().item<float>();  // f16 weights
+}
+
+// IEEE half to float, by hand (independent of LibTorch's conversion).
+float half_to_float(uint16_t h) {
+  const int sign = h >> 15, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+  float v = exponent == 0 ? std::ldexp(static_cast<float>(mantissa), -24)
+                          : std::ldexp(static_cast<float>(mantissa | 0x400), exponent - 25);
+  return sign ? -v : v;
+}
+
+// The token embedding table stays in the checkpoint's dtype (only the prompt's rows are read);
+// the rows a prompt reads come out in the compute dtype with the file's values.
+TEST(Model, EmbeddingRowsOfAnF16CheckpointAreTheFileValuesInTheComputeDtype) {
+  std::string dir = test::temp_dir() + "/f16-embed";
+  TinyModelOptions o;
+  o.seed = 78;
+  o.dtype = "f16";
+  write_tiny_model(dir, o);
+  SafetensorsFile file(dir + "/model.safetensors");
+  const TensorView* table = file.find("language_model.model.embed_tokens.weight");
+  ASSERT_NE(table, nullptr);
+  ASSERT_EQ(table->dtype, DType::kF16);
+  const int64_t hidden = table->shape[1];
+  const std::vector<int> ids = {1, 7, 99, static_cast<int>(table->shape[0] - 1)};
+  std::vector<float> expected;
+  for (int id : ids) {
+    for (int64_t j = 0; j < hidden; ++j) {
+      uint16_t bits;
+      std::memcpy(&bits, table->data + 2 * (id * hidden + j), 2);
+      expected.push_back(half_to_float(bits));
+    }
+  }
+  const at::Tensor want = at::tensor(expected).view({static_cast<int64_t>(ids.size()), hidden});
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    LoadOptions lo;
+    lo.dtype = dtype;
+    auto m = VisionLanguageModel::load(dir, lo);
+    at::Tensor got = m->llm().embed(ids);
+    EXPECT_EQ(got.scalar_type(), dtype);
+    EXPECT_TRUE(at::equal(got, want.to(dtype))) << (got.to(at::kFloat) - want).abs().max().item<float>();
+  }
 }
 
 // The full LLaVA-1.5 vocabulary from the small bundled corpus: exactly 32,000 pieces, so <image>
