@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
     std::vector<double> vis, pre, dec;
     int64_t prompt_len = 0;
     for (int r = 0; r < repeats + 1; ++r) {  // the first round warms up
-      model::DenseKvCache cache(m->llm().n_layers());
+      model::DenseKvCache cache(m->llm().n_layers(), new_tokens);  // as a session sizes it
       at::Tensor logits;
       double vis_ms = 0, pre_ms = 0;
       if (text_tokens > 0) {

@@ -9,7 +9,8 @@
 
 namespace mustdrop::model {
 
-DenseKvCache::DenseKvCache(int n_layers) : layers_(static_cast<size_t>(n_layers)) {}
+DenseKvCache::DenseKvCache(int n_layers, int64_t headroom)
+    : layers_(static_cast<size_t>(n_layers)), headroom_(std::max<int64_t>(0, headroom)) {}
 
 const DenseKvCache::Layer& DenseKvCache::layer_at(int layer) const {
   if (layer < 0 || layer >= n_layers()) {
@@ -26,22 +27,41 @@ void DenseKvCache::append(int layer, const at::Tensor& k, const at::Tensor& v) {
   Layer& l = layers_[static_cast<size_t>(layer)];
   int64_t n = k.size(1);
   if (!l.k.defined()) {
-    int64_t cap = std::max<int64_t>(n, 16);
-    l.k = at::empty({k.size(0), cap, k.size(2)}, k.options());
-    l.v = at::empty({v.size(0), cap, v.size(2)}, v.options());
+    resize(l, std::max<int64_t>(std::max(n, l.reserved) + headroom_, 16), k, v);
   } else if (l.length + n > l.k.size(1)) {
-    int64_t cap = std::max<int64_t>(l.length + n, l.k.size(1) * 2);
-    at::Tensor nk = at::empty({k.size(0), cap, k.size(2)}, k.options());
-    at::Tensor nv = at::empty({v.size(0), cap, v.size(2)}, v.options());
-    nk.narrow(1, 0, l.length).copy_(l.k.narrow(1, 0, l.length));
-    nv.narrow(1, 0, l.length).copy_(l.v.narrow(1, 0, l.length));
-    l.k = nk;
-    l.v = nv;
+    resize(l, std::max(l.length + n + headroom_, l.k.size(1) + l.k.size(1) / 2), k, v);
   }
   l.k.narrow(1, l.length, n).copy_(k);
   l.v.narrow(1, l.length, n).copy_(v);
   l.length += n;
   peak_bytes_ = std::max(peak_bytes_, bytes());
+}
+
+void DenseKvCache::resize(Layer& l, int64_t cap, const at::Tensor& k, const at::Tensor& v) {
+  at::Tensor nk = at::empty({k.size(0), cap, k.size(2)}, k.options());
+  at::Tensor nv = at::empty({v.size(0), cap, v.size(2)}, v.options());
+  if (l.length > 0) {
+    nk.narrow(1, 0, l.length).copy_(l.k.narrow(1, 0, l.length));
+    nv.narrow(1, 0, l.length).copy_(l.v.narrow(1, 0, l.length));
+  }
+  l.k = nk;  // the old storage goes before the next layer grows
+  l.v = nv;
+}
+
+void DenseKvCache::reserve(int layer, int64_t n_entries) {
+  layer_at(layer);
+  Layer& l = layers_[static_cast<size_t>(layer)];
+  if (!l.k.defined()) {  // sized at the first append, when the shape of an entry is known
+    l.reserved = std::max(l.reserved, n_entries);
+    return;
+  }
+  if (n_entries <= l.k.size(1)) return;
+  resize(l, n_entries + headroom_, l.k, l.v);
+}
+
+int64_t DenseKvCache::capacity(int layer) const {
+  const Layer& l = layer_at(layer);
+  return l.k.defined() ? l.k.size(1) : 0;
 }
 
 at::Tensor DenseKvCache::keys(int layer) const {

@@ -29,6 +29,9 @@ class KvCache {
   virtual void remove(int layer, const std::vector<int64_t>& indices) = 0;
   // Keeps the first `n` entries of `layer` (n <= length).
   virtual void truncate(int layer, int64_t n) = 0;
+  // Says `layer` is about to hold `n_entries` entries (a forward pass calls it before appending a
+  // prompt, possibly in chunks), so storage can be sized once. Changes no entry.
+  virtual void reserve(int /*layer*/, int64_t /*n_entries*/) {}
   // Bytes held by live entries (keys and values, all layers).
   virtual int64_t bytes() const = 0;
   // Largest bytes() seen since construction or the last clear().
@@ -40,11 +43,15 @@ class KvCache {
 // `to`. InternalError when `from` holds fewer.
 void copy_prefix(const KvCache& from, KvCache& to, int n_layers, int64_t n_entries);
 
-// Contiguous per-layer storage with doubling capacity, so appending one token per decode step
-// does not copy the whole cache.
+// Contiguous per-layer storage. A layer is sized once for what a forward pass announces
+// (reserve) plus `headroom` entries for the tokens that follow (an answer's max_new_tokens), so
+// a long prompt appended in chunks is not copied as it grows and its storage is not rounded up
+// by doubling (a 7B model's 8-frame prompt holds 1.7 GB of keys and values; doubling from chunks
+// of 512 made it 2.2 GB). Past that it grows by half, so one token per decode step does not copy
+// the whole cache each time.
 class DenseKvCache : public KvCache {
  public:
-  explicit DenseKvCache(int n_layers);
+  explicit DenseKvCache(int n_layers, int64_t headroom = 0);
   int n_layers() const override { return static_cast<int>(layers_.size()); }
   int64_t length(int layer) const override;
   void append(int layer, const at::Tensor& k, const at::Tensor& v) override;
@@ -52,6 +59,9 @@ class DenseKvCache : public KvCache {
   at::Tensor values(int layer) const override;
   void remove(int layer, const std::vector<int64_t>& indices) override;
   void truncate(int layer, int64_t n) override;
+  void reserve(int layer, int64_t n_entries) override;
+  // Entries `layer` has room for without growing.
+  int64_t capacity(int layer) const;
   int64_t bytes() const override;
   int64_t peak_bytes() const override { return peak_bytes_; }
   void clear() override;
@@ -61,9 +71,13 @@ class DenseKvCache : public KvCache {
     at::Tensor k;  // [heads, capacity, head_dim]
     at::Tensor v;
     int64_t length = 0;
+    int64_t reserved = 0;  // announced before the first entry (its shape unknown until then)
   };
   const Layer& layer_at(int layer) const;
+  // Moves `l`'s entries to storage for `cap` entries shaped like k and v.
+  static void resize(Layer& l, int64_t cap, const at::Tensor& k, const at::Tensor& v);
   std::vector<Layer> layers_;
+  int64_t headroom_;
   int64_t peak_bytes_ = 0;
 };
 

@@ -173,6 +173,8 @@ at::Tensor LlamaModel::layer_rows(int layer, const at::Tensor& h, const at::Tens
     return a + dense(at::silu(dense(x, w.gate)) * dense(x, w.up), w.down);
   };
   const int64_t n = h.size(0);
+  // A prompt sizes the layer once (not chunk by chunk); single decode rows grow it geometrically.
+  if (n > 1) cache.reserve(layer, cache.length(layer) + n);
   if (n <= kRowChunk || read.defined()) return block(h, positions, rows, read, probs);
   // Long prompts go through in chunks of rows, each attending to the cache as the earlier
   // chunks left it (causal, so the same result): temporaries stay small enough to be reused

@@ -148,7 +148,7 @@ AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& que
       std::equal(layout.ids.begin(), layout.ids.begin() + layout.vision_begin, memory.prefix->system_ids().begin()) &&
       memory.prefix->size() == layout.text_begin();
   const model::LlamaModel& llm = model_.llm();
-  model::DenseKvCache cache(llm.n_layers());
+  model::DenseKvCache cache(llm.n_layers(), options.max_new_tokens);  // room for the answer
   at::Tensor prefix_hidden;
   if (prefix_fits) {
     memory.prefix->copy_to(cache);

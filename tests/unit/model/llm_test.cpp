@@ -362,6 +362,47 @@ TEST(KvCache, BytesTrackLiveEntries) {
   EXPECT_EQ(cache.keys(0).narrow(1, 5, 100).sum().item<float>(), 2 * 100 * 8);
 }
 
+// A prompt announced before its first entry sizes a layer once, with the answer's room; growing
+// past it keeps every entry.
+TEST(KvCache, ReservedPromptAndHeadroomSizeALayerOnce) {
+  DenseKvCache cache(1, 4);
+  cache.reserve(0, 30);
+  EXPECT_EQ(cache.capacity(0), 0);  // nothing stored yet
+  at::Tensor k = at::arange(2 * 20 * 8, at::kFloat).view({2, 20, 8}), v = -k;
+  cache.append(0, k, v);  // the first of two chunks
+  EXPECT_EQ(cache.capacity(0), 30 + 4);
+  cache.append(0, k.narrow(1, 0, 10), v.narrow(1, 0, 10));
+  EXPECT_EQ(cache.capacity(0), 34);
+  for (int i = 0; i < 4; ++i) cache.append(0, k.narrow(1, i, 1), v.narrow(1, i, 1));  // the answer's room
+  EXPECT_EQ(cache.capacity(0), 34);
+  cache.append(0, k.narrow(1, 5, 1), v.narrow(1, 5, 1));  // past it: grows by half
+  EXPECT_EQ(cache.capacity(0), 51);
+  cache.reserve(0, 80);  // a second prompt on top
+  EXPECT_EQ(cache.capacity(0), 84);
+  ASSERT_EQ(cache.length(0), 35);
+  at::Tensor want = at::cat({k, k.narrow(1, 0, 10), k.narrow(1, 0, 4), k.narrow(1, 5, 1)}, 1);
+  EXPECT_TRUE(at::equal(cache.keys(0), want));
+  EXPECT_TRUE(at::equal(cache.values(0), -want));
+}
+
+// A forward pass over a prompt longer than a row chunk announces it: every layer holds exactly
+// the prompt and the headroom, however many chunks it was appended in.
+TEST(Llama, ALongPromptSizesEachLayerOnceWithRoomForTheAnswer) {
+  TextConfig c = small_text();
+  LlamaModel m = make_llama(c);
+  const int64_t n = 2 * LlamaModel::kRowChunk + 70;
+  std::vector<int> ids;
+  for (int64_t i = 0; i < n; ++i) ids.push_back(static_cast<int>(3 + (i * 37) % 90));
+  DenseKvCache cache(m.n_layers(), 8);
+  at::Tensor logits = run(m, cache, ids, range(0, n));
+  for (int l = 0; l < m.n_layers(); ++l) EXPECT_EQ(cache.capacity(l), n + 8) << "layer " << l;
+  for (int64_t step = 0; step < 8; ++step) {
+    int next = static_cast<int>(logits.argmax(-1).item<int64_t>());
+    logits = run(m, cache, {next}, {n + step});
+  }
+  for (int l = 0; l < m.n_layers(); ++l) EXPECT_EQ(cache.capacity(l), n + 8) << "layer " << l;
+}
+
 TEST(Generate, GreedyStopsAtEosAndStreamsEveryToken) {
   TextConfig c = small_text();
   LlamaModel m = make_llama(c, 31);
