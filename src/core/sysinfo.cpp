@@ -43,6 +43,8 @@ void tune_allocator() {
   mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
 }
 
+void release_free_memory() { malloc_trim(0); }
+
 bool reset_peak_rss() {
   std::ofstream f("/proc/self/clear_refs");
   f << "5";

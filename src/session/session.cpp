@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/sysinfo.h"
 #include "core/timing.h"
 #include "model/flops.h"
 #include "model/kv_cache.h"
@@ -111,6 +112,13 @@ std::vector<GroundSpan> ground_spans(const std::vector<prune::TokenInfo>& tokens
 AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& question,
                             const model::GenerationOptions& options, const TextCallback& on_text, StopFlags stop,
                             bool use_prefix, const prune::Chain* chain) const {
+  // Freed heap pages go back to the system before the answer (what encoding frames left), after
+  // prefill (its activations: the KV cache is all that decode adds to) and at the end (the
+  // answer's cache and activations; declared first, this runs last). A few ms each.
+  struct ReleaseOnReturn {
+    ~ReleaseOnReturn() { release_free_memory(); }
+  } release;
+  release_free_memory();
   if (memory.frames.empty()) throw InputError("no frame was encoded: nothing to answer about");
   const prune::Chain& stages = chain ? *chain : *chain_;
   if (chain && chain->prefix_layer(model_) != chain_->prefix_layer(model_)) {
@@ -159,6 +167,7 @@ AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& que
                                           cache, positions, prefix_hidden, ground_.load());
   const model::LlmOutput& out = run.out;
   st.prefill_ms = ms_since(t0);
+  release_free_memory();
   // Decode stages: right after prefill (step 0) and after each step. The cache lengths at the
   // eviction tell the decode FLOPs.
   std::vector<int64_t> kv_lengths = out.tokens_per_layer;
