@@ -76,7 +76,8 @@ void DenseKvCache::reserve(int layer, int64_t n_entries) {
     l.reserved = std::max(l.reserved, n_entries);
     return;
   }
-  if (n_entries <= l.k.size(1)) return;
+  // The headroom stays free above a second prompt too (an answer's text after a copied prefix).
+  if (n_entries + headroom_ <= l.k.size(1)) return;
   resize(l, n_entries + headroom_, l.k, l.v);
 }
 

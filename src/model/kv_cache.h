@@ -30,7 +30,8 @@ class KvCache {
   // Keeps the first `n` entries of `layer` (n <= length).
   virtual void truncate(int layer, int64_t n) = 0;
   // Says `layer` is about to hold `n_entries` entries (a forward pass calls it before appending a
-  // prompt, possibly in chunks), so storage can be sized once. Changes no entry.
+  // prompt, possibly in chunks), so storage can be sized once (DenseKvCache: to n_entries plus
+  // its headroom). Changes no entry.
   virtual void reserve(int /*layer*/, int64_t /*n_entries*/) {}
   // Bytes held by live entries (keys and values, all layers).
   virtual int64_t bytes() const = 0;

@@ -188,7 +188,7 @@ at::Tensor Weights::get_stored(const std::string& name, at::ScalarType fallback)
   auto it = entries_.find(name);
   if (it == entries_.end()) throw ModelError(where_ + ": missing tensor '" + name + "'");
   const Entry& e = it->second;
-  if (!e.view) return e.tensor.is_contiguous() ? e.tensor : get(name, fallback);
+  if (!e.view) return get(name, fallback);  // in memory there is no mapping to leave it on
   const TensorView& v = *e.view;
   const at::ScalarType src = scalar_type(v.dtype, e.file->path() + ": tensor '" + v.name + "'");
   const bool floating = src == at::kFloat || src == at::kHalf || src == at::kBFloat16;

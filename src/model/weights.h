@@ -41,8 +41,8 @@ class Weights {
   // the mapped pages it came from leave the resident set.
   at::Tensor get(const std::string& name, at::ScalarType dtype) const;
   // The tensor `name` in the dtype it is stored in, over the mapped bytes where the file allows
-  // (f32, f16, bf16, element-aligned); else as get(name, fallback). For a table read a few rows
-  // at a time (token embeddings): only the pages of the rows read become resident.
+  // (f32, f16, bf16, element-aligned); else (in-memory weights too) as get(name, fallback). For a
+  // table read a few rows at a time (token embeddings): only the pages of rows read are resident.
   at::Tensor get_stored(const std::string& name, at::ScalarType fallback) const;
   bool has(const std::string& name) const;
   // Canonical names and shapes of everything held.

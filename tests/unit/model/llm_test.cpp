@@ -377,6 +377,8 @@ TEST(KvCache, ReservedPromptAndHeadroomSizeALayerOnce) {
   EXPECT_EQ(cache.capacity(0), 34);
   cache.append(0, k.narrow(1, 5, 1), v.narrow(1, 5, 1));  // past it: grows by half
   EXPECT_EQ(cache.capacity(0), 51);
+  cache.reserve(0, 50);  // a prompt that fits, but not with the answer's room above it
+  EXPECT_EQ(cache.capacity(0), 54);
   cache.reserve(0, 80);  // a second prompt on top
   EXPECT_EQ(cache.capacity(0), 84);
   ASSERT_EQ(cache.length(0), 35);
