@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/sysinfo.h"
 #include "model/attention.h"
 #include "model/linear.h"
 
@@ -45,8 +46,13 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   int64_t half = x.size(-1) / 2;
   at::ScalarType acc = accumulate_type(x.scalar_type());
   at::Tensor xf = x.to(acc);
-  at::Tensor rotated = at::cat({-xf.narrow(-1, half, half), xf.narrow(-1, 0, half)}, -1);
-  return (xf * cos.to(acc) + rotated * sin.to(acc)).to(x.scalar_type());
+  const at::Tensor c = cos.to(acc), s = sin.to(acc);
+  // x * cos + rotate_half(x) * sin, with rotate_half(x) = [-x2, x1], accumulated in place: no
+  // rotated copy and no product temporaries (prefill chunks are megabytes each).
+  at::Tensor out = xf * c;
+  out.narrow(-1, 0, half).addcmul_(xf.narrow(-1, half, half), s.narrow(-1, 0, half), -1);
+  out.narrow(-1, half, half).addcmul_(xf.narrow(-1, 0, half), s.narrow(-1, half, half));
+  return out.to(x.scalar_type());
 }
 
 LlamaModel::LlamaModel(TextConfig config, LlamaWeights weights) : config_(std::move(config)), weights_(std::move(weights)) {
@@ -170,7 +176,10 @@ at::Tensor LlamaModel::layer_rows(int layer, const at::Tensor& h, const at::Tens
                    at::Tensor* pr) {
     at::Tensor a = hc + attention(layer, rms_norm(hc, w.input_norm, eps), pc, cache, rc, rd, pr);
     at::Tensor x = rms_norm(a, w.post_norm, eps);
-    return a + dense(at::silu(dense(x, w.gate)) * dense(x, w.up), w.down);
+    // In place where the tensor is this block's own: one [rows, intermediate] temporary fewer.
+    at::Tensor g = dense(x, w.gate);
+    at::silu_(g).mul_(dense(x, w.up));
+    return a.add_(dense(g, w.down));
   };
   const int64_t n = h.size(0);
   // A prompt sizes the layer once (not chunk by chunk); single decode rows grow it geometrically.
@@ -180,7 +189,11 @@ at::Tensor LlamaModel::layer_rows(int layer, const at::Tensor& h, const at::Tens
   // chunks left it (causal, so the same result): temporaries stay small enough to be reused
   // rather than mapped and faulted in afresh for every layer.
   const int64_t n_keys = cache.length(layer) + n;
-  at::Tensor out = at::empty_like(h);
+  // A chunk reads only its own rows of h (earlier rows reach it through the cache), so when
+  // nothing else holds h (a layer's output, not the caller's input) the chunks overwrite it:
+  // one [n, hidden] tensor less at the peak of a long prefill.
+  const bool own = h.use_count() == 1 && h.storage().use_count() == 1 && h.is_contiguous();
+  at::Tensor out = own ? h : at::empty_like(h);
   if (!rows.empty()) *probs = at::zeros({static_cast<int64_t>(rows.size()), n_keys}, at::kFloat);
   for (int64_t r0 = 0; r0 < n; r0 += kRowChunk) {
     const int64_t nr = std::min(kRowChunk, n - r0);
@@ -227,6 +240,10 @@ LlmOutput LlamaModel::forward(const LlmForward& in) const {
     at::Tensor read = in.hook ? in.hook->read_entries(i, past + h.size(0)) : at::Tensor();
     at::Tensor probs;
     h = layer_rows(i, h, positions, *in.cache, rows, read, &probs);
+    // A long prompt's layer leaves megabytes of freed temporaries in the heaps; handing their
+    // pages back each layer keeps them from adding up beside a KV cache that grows to its peak
+    // in the last layer (30 MB lower peak RSS on a 7B-shaped prompt of 3,219 rows; a few ms).
+    if (h.size(0) > kRowChunk) release_free_memory();
     if (probs.defined()) out.attention[i] = probs;
     if (i == cached.after_layer && cached.n > 0) {
       h = at::cat({cached.hidden.to(h.scalar_type()), h}, 0);

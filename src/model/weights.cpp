@@ -3,7 +3,12 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/log.h"
 
 namespace mustdrop::model {
 namespace {
@@ -241,6 +247,40 @@ std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_
     out[name] = (norm ? at::ones(shape) : at::normal(0.0, bias ? 0.01 : 0.02, shape, gen)).to(dtype);
   }
   return out;
+}
+
+at::Tensor file_backed(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous();
+  const size_t bytes = static_cast<size_t>(c.numel()) * c.element_size();
+  if (bytes == 0) return t;
+  const char* dir = std::getenv("TMPDIR");
+  std::string path = std::string(dir && *dir ? dir : "/tmp") + "/mustdrop-weights-XXXXXX";
+  auto keep_in_memory = [&](const std::string& why) {
+    MD_LOG_DEBUG("model", "a " << bytes << "-byte table stays in memory: " << path << ": " << why);
+    return t;
+  };
+  int fd = ::mkstemp(path.data());
+  if (fd < 0) return keep_in_memory(std::strerror(errno));
+  ::unlink(path.c_str());  // the mapping keeps the file; nothing is left behind on exit
+  const char* src = static_cast<const char*>(c.data_ptr());
+  // Written 64 kB at a time: the page cache then holds small folios, and reading a row maps
+  // little around it (one large write gives folios of megabytes, each mapped whole on a fault).
+  constexpr size_t kPiece = 64 * 1024;
+  for (size_t done = 0; done < bytes;) {
+    ssize_t w = ::write(fd, src + done, std::min(kPiece, bytes - done));
+    if (w <= 0) {
+      const int err = errno;
+      ::close(fd);
+      return keep_in_memory(w < 0 ? std::strerror(err) : "short write");
+    }
+    done += static_cast<size_t>(w);
+  }
+  void* map = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+  const int map_err = errno;
+  ::close(fd);
+  if (map == MAP_FAILED) return keep_in_memory(std::strerror(map_err));
+  // Read-only like a checkpoint's weights: LibTorch never writes a tensor it only reads.
+  return at::from_blob(map, c.sizes(), [bytes](void* p) { ::munmap(p, bytes); }, c.options());
 }
 
 TensorData to_tensor_data(const std::string& name, const at::Tensor& tensor, DType dtype) {

@@ -64,6 +64,12 @@ class Weights {
 // biases std 0.01, normalisation weights 1), for generated and preset models.
 std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_t seed, at::ScalarType dtype = at::kFloat);
 
+// `t`'s bytes on a read-only mapping of an unlinked temporary file (in $TMPDIR, else /tmp), as
+// a checkpoint's tensor sits on its file: only the pages read are resident. For the token table
+// of generated models, whose prompts read a few rows. Returns `t` itself (logged) when no
+// temporary file can be written.
+at::Tensor file_backed(const at::Tensor& t);
+
 // Converts a tensor to safetensors bytes (contiguous, little-endian) in `dtype` (kF32, kF16 or kBF16).
 TensorData to_tensor_data(const std::string& name, const at::Tensor& tensor, DType dtype);
 

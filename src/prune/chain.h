@@ -94,8 +94,9 @@ class Chain {
   // vision block already sit in layers 0..prefix_layer(model) of `cache` and `prefix_hidden`
   // ([vision_begin + n_vision, D]) is their output of that layer: only the text runs there.
   // `ground` also reads the last prompt row's attention in the last layer (PrefillRun::ground_*).
+  // `vision` is let go once the prompt is embedded: pass it moved to free it during prefill.
   PrefillRun prefill(const model::VisionLanguageModel& model, const model::PromptLayout& layout,
-                     const at::Tensor& vision, const std::vector<TokenInfo>& ledger, int64_t n_frames,
+                     at::Tensor vision, const std::vector<TokenInfo>& ledger, int64_t n_frames,
                      model::KvCache& cache, const at::Tensor& positions = at::Tensor(),
                      const at::Tensor& prefix_hidden = at::Tensor(), bool ground = false) const;
   // The last LLM layer whose keys and values cannot depend on the question: the first layer after

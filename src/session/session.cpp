@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <utility>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -163,8 +164,9 @@ AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& que
     prefix_hidden = memory.prefix->hidden();
     st.used_prefix = true;
   }
-  prune::PrefillRun run = stages.prefill(model_, layout, vision, ledger, static_cast<int64_t>(memory.frames.size()),
-                                          cache, positions, prefix_hidden, ground_.load());
+  const int64_t n_frames = static_cast<int64_t>(memory.frames.size());
+  prune::PrefillRun run = stages.prefill(model_, layout, std::move(vision), ledger, n_frames, cache, positions,
+                                          prefix_hidden, ground_.load());
   const model::LlmOutput& out = run.out;
   st.prefill_ms = ms_since(t0);
   release_free_memory();

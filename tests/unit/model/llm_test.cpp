@@ -123,7 +123,9 @@ TEST(Llama, ChunkedPrefillEqualsTwoSmallerForwards) {
     f.positions = positions(range(0, n));
     f.cache = &one;
     f.attention_rows[1] = rows;
+    const at::Tensor input = f.hidden.clone();
     LlmOutput a = m.forward(f);
+    EXPECT_TRUE(at::equal(f.hidden, input)) << "the caller's input was written";
 
     DenseKvCache two(m.n_layers());
     LlmForward f1;

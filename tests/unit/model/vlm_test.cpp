@@ -242,6 +242,42 @@ TEST(Model, EmbeddingRowsOfAnF16CheckpointAreTheFileValuesInTheComputeDtype) {
   }
 }
 
+// A generated model's token table sits on a file mapping as a checkpoint's does: the table's
+// whole size is mapped, and reading a few rows makes only their pages resident.
+TEST(Model, GeneratedTokenTableIsMappedAndOnlyTheRowsReadAreResident) {
+  ModelConfig c = preset_config("tiny-llava");
+  c.text.vocab_size = 40000;  // a table of megabytes, so rows and table differ by far
+  auto m = VisionLanguageModel::random(c, 5);
+  const int64_t table_kb = c.text.vocab_size * c.text.hidden_size * 4 / 1024;
+  // Sums Size and Rss of the mappings of the generated tables (named by the temporary file).
+  auto mapped_kb = [] {
+    std::ifstream smaps("/proc/self/smaps");
+    std::string line;
+    bool ours = false;
+    std::pair<int64_t, int64_t> kb{0, 0};
+    while (std::getline(smaps, line)) {
+      const std::string first = line.substr(0, line.find(' '));
+      const bool header = first.find('-') != std::string::npos &&
+                          first.find_first_not_of("0123456789abcdef-") == std::string::npos;
+      if (header) {
+        ours = line.find("mustdrop-weights-") != std::string::npos;
+      } else if (ours && line.rfind("Size:", 0) == 0) {
+        kb.first += std::stoll(line.substr(5));
+      } else if (ours && line.rfind("Rss:", 0) == 0) {
+        kb.second += std::stoll(line.substr(4));
+      }
+    }
+    return kb;
+  };
+  at::Tensor rows = m->llm().embed({1, 20000, 39999});
+  auto [size_kb, rss_kb] = mapped_kb();
+  EXPECT_GE(size_kb, table_kb);
+  EXPECT_LT(rss_kb, 1024) << "of a " << table_kb << " kB table";
+  // The rows are the draws themselves.
+  at::Tensor table = VisionLanguageModel::random_tensors(c, 5).at("language_model.model.embed_tokens.weight");
+  EXPECT_TRUE(at::equal(rows, table.index_select(0, at::tensor({1, 20000, 39999}, at::kLong))));
+}
+
 // The full LLaVA-1.5 vocabulary from the small bundled corpus: exactly 32,000 pieces, so <image>
 // sits at 32000 as in the real checkpoint; ordinary text never uses a placeholder piece.
 TEST(TinyModel, FullVocabularyTokenizerFromTheSmallCorpus) {
