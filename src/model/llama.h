@@ -94,6 +94,9 @@ class LlamaModel {
  public:
   // Rows of a prompt pushed through one layer at a time (the size of llama.cpp's default ubatch).
   static constexpr int64_t kRowChunk = 512;
+  // Hidden rows of at least this many bytes in a chunked prompt: freed heap pages go back after
+  // each layer (see forward()).
+  static constexpr size_t kTrimBytes = 16 << 20;
   LlamaModel(TextConfig config, LlamaWeights weights);
   // Tensor names and shapes under "language_model." for `config`.
   static void expected_tensors(const TextConfig& config, ShapeMap& out);

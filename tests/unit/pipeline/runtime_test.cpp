@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 
@@ -114,17 +115,23 @@ TEST(Runtime, TwoSessionsAnswerAtTheSameTime) {
   run_b->wait();
   ASSERT_EQ(run_a->stats().n_frames_encoded, static_cast<int64_t>(clip().frames.size()));
   ASSERT_EQ(run_b->stats().n_frames_encoded, static_cast<int64_t>(clip().frames.size()));
-  // Each answer records when its tokens came out; the two spans overlap.
+  // Each answer records when its tokens came out, and its first piece waits (up to 30 s) for
+  // the other's first: answers running side by side both get there and their spans overlap
+  // whatever the machine's load; answers run one after the other cannot, and the spans do not.
   std::mutex mu;
+  std::condition_variable started;
   std::vector<Clock::time_point> span_a, span_b;
-  auto recorder = [&](std::vector<Clock::time_point>& span) {
+  auto recorder = [&](std::vector<Clock::time_point>& span, const std::vector<Clock::time_point>& other) {
     return [&](const std::string&) {
-      std::lock_guard<std::mutex> lock(mu);
+      std::unique_lock<std::mutex> lock(mu);
       span.push_back(Clock::now());
+      if (span.size() > 1) return;
+      started.notify_all();
+      started.wait_for(lock, std::chrono::seconds(30), [&] { return !other.empty(); });
     };
   };
-  auto fa = rt.ask(a, question("Describe the left side.", 48, recorder(span_a)));
-  auto fb = rt.ask(b, question("Describe the right side.", 48, recorder(span_b)));
+  auto fa = rt.ask(a, question("Describe the left side.", 48, recorder(span_a, span_b)));
+  auto fb = rt.ask(b, question("Describe the right side.", 48, recorder(span_b, span_a)));
   session::AnswerStats ra = fa.get(), rb = fb.get();
   ASSERT_EQ(span_a.size(), 48u);
   ASSERT_EQ(span_b.size(), 48u);
