@@ -79,15 +79,7 @@ std::unique_ptr<VisionLanguageModel> VisionLanguageModel::load(const std::string
 
 std::unique_ptr<VisionLanguageModel> VisionLanguageModel::random(const ModelConfig& config, uint64_t seed,
                                                                  const LoadOptions& options) {
-  std::map<std::string, at::Tensor> tensors = random_tensors(config, seed, options.dtype);
-  // The token table leaves the resident set as a checkpoint's does (only a prompt's rows are
-  // read), so a preset costs what its checkpoint would: 262 MB less for LLaVA-1.5-7B in bf16.
-  // Tied to lm_head, every row is read each step: it stays in memory.
-  if (!config.text.tie_word_embeddings) {
-    at::Tensor& table = tensors.at("language_model.model.embed_tokens.weight");
-    table = file_backed(table);
-  }
-  std::unique_ptr<Weights> w = Weights::from_tensors(std::move(tensors));
+  std::unique_ptr<Weights> w = Weights::from_tensors(random_tensors(config, seed, options.dtype));
   return build_model(config, *w, options.dtype);
 }
 

@@ -59,6 +59,43 @@ at::ScalarType scalar_type(DType d, const std::string& where) {
   throw ModelError(where + ": dtype " + dtype_name(d) + " is not a floating-point weight type (F32, F16, BF16)");
 }
 
+// `t`'s bytes on a read-only mapping of an unlinked temporary file (in $TMPDIR, else /tmp), as
+// a checkpoint's tensor sits on its file: only the pages read are resident. `t` itself (logged)
+// when no temporary file can be written.
+at::Tensor file_backed(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous();
+  const size_t bytes = static_cast<size_t>(c.numel()) * c.element_size();
+  if (bytes == 0) return t;
+  const char* dir = std::getenv("TMPDIR");
+  std::string path = std::string(dir && *dir ? dir : "/tmp") + "/mustdrop-weights-XXXXXX";
+  auto keep_in_memory = [&](const std::string& why) {
+    MD_LOG_DEBUG("model", "a " << bytes << "-byte table stays in memory: " << path << ": " << why);
+    return t;
+  };
+  int fd = ::mkstemp(path.data());
+  if (fd < 0) return keep_in_memory(std::strerror(errno));
+  ::unlink(path.c_str());  // the mapping keeps the file; nothing is left behind on exit
+  const char* src = static_cast<const char*>(c.data_ptr());
+  // Written 64 kB at a time: the page cache then holds small folios, and reading a row maps
+  // little around it (one large write gives folios of megabytes, each mapped whole on a fault).
+  constexpr size_t kPiece = 64 * 1024;
+  for (size_t done = 0; done < bytes;) {
+    ssize_t w = ::write(fd, src + done, std::min(kPiece, bytes - done));
+    if (w <= 0) {
+      const int err = errno;
+      ::close(fd);
+      return keep_in_memory(w < 0 ? std::strerror(err) : "short write");
+    }
+    done += static_cast<size_t>(w);
+  }
+  void* map = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+  const int map_err = errno;
+  ::close(fd);
+  if (map == MAP_FAILED) return keep_in_memory(std::strerror(map_err));
+  // Read-only like a checkpoint's weights: LibTorch never writes a tensor it only reads.
+  return at::from_blob(map, c.sizes(), [bytes](void* p) { ::munmap(p, bytes); }, c.options());
+}
+
 }  // namespace
 
 std::string canonical_tensor_name(const std::string& name) {
@@ -194,7 +231,7 @@ at::Tensor Weights::get_stored(const std::string& name, at::ScalarType fallback)
   auto it = entries_.find(name);
   if (it == entries_.end()) throw ModelError(where_ + ": missing tensor '" + name + "'");
   const Entry& e = it->second;
-  if (!e.view) return get(name, fallback);  // in memory there is no mapping to leave it on
+  if (!e.view) return file_backed(get(name, fallback));  // onto a mapping, as a file's tensor is
   const TensorView& v = *e.view;
   const at::ScalarType src = scalar_type(v.dtype, e.file->path() + ": tensor '" + v.name + "'");
   const bool floating = src == at::kFloat || src == at::kHalf || src == at::kBFloat16;
@@ -247,40 +284,6 @@ std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_
     out[name] = (norm ? at::ones(shape) : at::normal(0.0, bias ? 0.01 : 0.02, shape, gen)).to(dtype);
   }
   return out;
-}
-
-at::Tensor file_backed(const at::Tensor& t) {
-  const at::Tensor c = t.contiguous();
-  const size_t bytes = static_cast<size_t>(c.numel()) * c.element_size();
-  if (bytes == 0) return t;
-  const char* dir = std::getenv("TMPDIR");
-  std::string path = std::string(dir && *dir ? dir : "/tmp") + "/mustdrop-weights-XXXXXX";
-  auto keep_in_memory = [&](const std::string& why) {
-    MD_LOG_DEBUG("model", "a " << bytes << "-byte table stays in memory: " << path << ": " << why);
-    return t;
-  };
-  int fd = ::mkstemp(path.data());
-  if (fd < 0) return keep_in_memory(std::strerror(errno));
-  ::unlink(path.c_str());  // the mapping keeps the file; nothing is left behind on exit
-  const char* src = static_cast<const char*>(c.data_ptr());
-  // Written 64 kB at a time: the page cache then holds small folios, and reading a row maps
-  // little around it (one large write gives folios of megabytes, each mapped whole on a fault).
-  constexpr size_t kPiece = 64 * 1024;
-  for (size_t done = 0; done < bytes;) {
-    ssize_t w = ::write(fd, src + done, std::min(kPiece, bytes - done));
-    if (w <= 0) {
-      const int err = errno;
-      ::close(fd);
-      return keep_in_memory(w < 0 ? std::strerror(err) : "short write");
-    }
-    done += static_cast<size_t>(w);
-  }
-  void* map = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
-  const int map_err = errno;
-  ::close(fd);
-  if (map == MAP_FAILED) return keep_in_memory(std::strerror(map_err));
-  // Read-only like a checkpoint's weights: LibTorch never writes a tensor it only reads.
-  return at::from_blob(map, c.sizes(), [bytes](void* p) { ::munmap(p, bytes); }, c.options());
 }
 
 TensorData to_tensor_data(const std::string& name, const at::Tensor& tensor, DType dtype) {
