@@ -39,8 +39,6 @@ void DenseKvCache::append(int layer, const at::Tensor& k, const at::Tensor& v) {
   peak_bytes_ = std::max(peak_bytes_, bytes());
 }
 
-namespace {
-
 // Storage for a layer's keys or values. Large blocks are mapped on their own rather than taken
 // from malloc's heaps: tune_allocator() keeps blocks up to 32 MB in the heaps, where long-lived
 // KV blocks (26 MB a layer for a 7B model at 3,200 tokens) interleave with the prompt's
@@ -56,8 +54,6 @@ at::Tensor kv_storage(int64_t heads, int64_t cap, int64_t head_dim, const at::Te
   return at::from_blob(p, {heads, cap, head_dim}, [bytes](void* q) { munmap(q, bytes); }, options);
 }
 
-}  // namespace
-
 void DenseKvCache::resize(Layer& l, int64_t cap, const at::Tensor& k, const at::Tensor& v) {
   at::Tensor nk = kv_storage(k.size(0), cap, k.size(2), k.options());
   at::Tensor nv = kv_storage(v.size(0), cap, v.size(2), v.options());
@@ -67,6 +63,28 @@ void DenseKvCache::resize(Layer& l, int64_t cap, const at::Tensor& k, const at::
   }
   l.k = nk;  // the old storage goes before the next layer grows
   l.v = nv;
+  l.shared = 0;
+}
+
+void DenseKvCache::own(Layer& l) const {
+  if (l.shared > 0) resize(l, std::max<int64_t>(l.length + headroom_, 16), l.k, l.v);
+}
+
+void DenseKvCache::borrow(int layer, const at::Tensor& k, const at::Tensor& v, int64_t n,
+                          std::shared_ptr<const void> lease) {
+  layer_at(layer);
+  Layer& l = layers_[static_cast<size_t>(layer)];
+  if (l.k.defined() || l.length > 0) throw InternalError("kv cache: layer " + std::to_string(layer) + " is not empty");
+  if (k.dim() != 3 || !k.sizes().equals(v.sizes()) || n < 0 || n > k.size(1)) {
+    throw InternalError("kv cache: cannot borrow " + std::to_string(n) + " entries of a block shaped " +
+                        std::to_string(k.dim() == 3 ? k.size(1) : -1) + " entries deep");
+  }
+  l.k = k;
+  l.v = v;
+  l.length = n;
+  l.shared = n;
+  if (lease) leases_.push_back(std::move(lease));
+  peak_bytes_ = std::max(peak_bytes_, bytes());
 }
 
 void DenseKvCache::reserve(int layer, int64_t n_entries) {
@@ -108,6 +126,7 @@ void DenseKvCache::remove(int layer, const std::vector<int64_t>& indices) {
     }
     drop[static_cast<size_t>(i)] = 1;
   }
+  own(l);
   std::vector<int64_t> keep;
   keep.reserve(static_cast<size_t>(l.length) - indices.size());
   for (int64_t i = 0; i < l.length; ++i) {
@@ -130,6 +149,7 @@ void DenseKvCache::truncate(int layer, int64_t n) {
                         std::to_string(l.length) + " to " + std::to_string(n));
   }
   l.length = n;
+  if (n < l.shared) own(l);  // the next append would write into borrowed entries
 }
 
 void copy_prefix(const KvCache& from, KvCache& to, int n_layers, int64_t n_entries) {
@@ -152,6 +172,7 @@ int64_t DenseKvCache::bytes() const {
 
 void DenseKvCache::clear() {
   for (Layer& l : layers_) l = Layer{};
+  leases_.clear();
   peak_bytes_ = 0;
 }
 

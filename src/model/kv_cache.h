@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace mustdrop::model {
@@ -40,6 +41,10 @@ class KvCache {
   virtual void clear() = 0;
 };
 
+// Storage for `heads` x `cap` entries of `head_dim` values: large blocks are mapped on their own
+// (pages become resident only as entries are written), small ones come from the heap.
+at::Tensor kv_storage(int64_t heads, int64_t cap, int64_t head_dim, const at::TensorOptions& options);
+
 // Appends the first `n_entries` entries of layers 0..n_layers-1 of `from` to the same layers of
 // `to`. InternalError when `from` holds fewer.
 void copy_prefix(const KvCache& from, KvCache& to, int n_layers, int64_t n_entries);
@@ -63,6 +68,14 @@ class DenseKvCache : public KvCache {
   void reserve(int layer, int64_t n_entries) override;
   // Entries `layer` has room for without growing.
   int64_t capacity(int layer) const;
+  // Lets `layer` (empty) read the first `n` entries of k and v ([heads, capacity, head_dim],
+  // capacity >= n) where they lie, instead of a copy: entries appended later are written past n
+  // into the same tensors while they have room, and `lease` (say, a claim on that room) is held
+  // until clear() or destruction. The first n entries are never written: removing or truncating
+  // into them, or growing past the capacity, first moves the layer to storage of its own.
+  void borrow(int layer, const at::Tensor& k, const at::Tensor& v, int64_t n, std::shared_ptr<const void> lease);
+  // Whether `layer` still reads borrowed entries.
+  bool borrowed(int layer) const { return layer_at(layer).shared > 0; }
   int64_t bytes() const override;
   int64_t peak_bytes() const override { return peak_bytes_; }
   void clear() override;
@@ -73,10 +86,14 @@ class DenseKvCache : public KvCache {
     at::Tensor v;
     int64_t length = 0;
     int64_t reserved = 0;  // announced before the first entry (its shape unknown until then)
+    int64_t shared = 0;    // entries [0, shared) are borrowed (read only)
   };
   const Layer& layer_at(int layer) const;
   // Moves `l`'s entries to storage for `cap` entries shaped like k and v.
   static void resize(Layer& l, int64_t cap, const at::Tensor& k, const at::Tensor& v);
+  // Moves a layer that reads borrowed entries to storage of its own (room for its headroom).
+  void own(Layer& l) const;
+  std::vector<std::shared_ptr<const void>> leases_;  // released after the layers (declared first)
   std::vector<Layer> layers_;
   int64_t headroom_;
   int64_t peak_bytes_ = 0;

@@ -82,10 +82,11 @@ FrameMemory::FrameMemory(const model::VisionLanguageModel& model, int prefix_lay
     capacity_ = std::min(capacity_, by_bytes);
   }
   if (config.prefix_cache) {
-    // With a budget the prefix's storage is sized to it once (no doubling past it); without one it
-    // grows with the memory (the context is the limit).
-    const bool bounded = config.max_tokens > 0 || config.max_mb > 0;
-    prefix_ = std::make_unique<PrefixCache>(model, prefix_layer, system_ids_, bounded ? n_system + capacity_ : 0);
+    // The prefix's storage is sized once: the memory's capacity plus the room an answer's question
+    // and text need (position_reserve), so that answers read it in place; a storage is mapped and
+    // only the entries written become resident.
+    const int64_t entries = std::min(context, n_system + capacity_ + static_cast<int64_t>(config.position_reserve));
+    prefix_ = std::make_unique<PrefixCache>(model, prefix_layer, system_ids_, entries);
   }
   auto first = std::make_shared<MemorySnapshot>();
   first->system_ids = system_ids_;
@@ -120,7 +121,7 @@ void FrameMemory::note_gap(Gap gap) {
 }
 
 Eviction FrameMemory::evict(std::vector<std::shared_ptr<const MemoryFrame>>& frames, MemoryFrame& incoming,
-                            int64_t need) {
+                            int64_t need, std::vector<int64_t>& prefix_rows) {
   // Candidates: every token, outside S before S, then by the last time it was seen (a background
   // token that keeps absorbing new frames stays young), then by id. The incoming frame is newest.
   struct Candidate {
@@ -159,8 +160,7 @@ Eviction FrameMemory::evict(std::vector<std::shared_ptr<const MemoryFrame>>& fra
     record.t_first_sec = std::min(record.t_first_sec, e.t_first_sec);
     record.t_last_sec = std::max(record.t_last_sec, e.t_last_sec);
   }
-  // Old frames: copies without the dropped rows; the prefix loses the same entries.
-  std::vector<int64_t> prefix_rows;
+  // Old frames: copies without the dropped rows; the prefix is to lose the same entries.
   int64_t offset = 0;
   std::vector<std::shared_ptr<const MemoryFrame>> kept;
   for (size_t f = 0; f < frames.size(); ++f) {
@@ -182,7 +182,6 @@ Eviction FrameMemory::evict(std::vector<std::shared_ptr<const MemoryFrame>>& fra
     }
   }
   frames = std::move(kept);
-  if (prefix_) prefix_->remove(prefix_rows);
   std::vector<int64_t> keep_new;
   for (int64_t r = 0; r < static_cast<int64_t>(incoming.ledger.size()); ++r) {
     if (!drop.back()[static_cast<size_t>(r)]) keep_new.push_back(r);
@@ -193,7 +192,7 @@ Eviction FrameMemory::evict(std::vector<std::shared_ptr<const MemoryFrame>>& fra
   return record;
 }
 
-void FrameMemory::compact(std::vector<std::shared_ptr<const MemoryFrame>>& frames) {
+std::pair<at::Tensor, at::Tensor> FrameMemory::compact(std::vector<std::shared_ptr<const MemoryFrame>>& frames) {
   const int64_t n_system = static_cast<int64_t>(system_ids_.size());
   std::vector<at::Tensor> from = {long_range(0, n_system)};
   int64_t next = n_system;
@@ -205,7 +204,7 @@ void FrameMemory::compact(std::vector<std::shared_ptr<const MemoryFrame>>& frame
     next += n;
     f = moved;
   }
-  if (prefix_) prefix_->shift_positions(at::cat(from, 0), long_range(0, next));
+  return {at::cat(from, 0), long_range(0, next)};
 }
 
 std::vector<int64_t> FrameMemory::append(FrameTokens in) {
@@ -273,7 +272,7 @@ std::vector<int64_t> FrameMemory::append_unsafe(FrameTokens in) {
   }
 
   // Room first, so the budget holds at every moment: evict down to evict_to of the budget.
-  std::vector<int64_t> evicted;
+  std::vector<int64_t> evicted, prefix_rows;
   std::optional<Eviction> eviction;
   const int64_t total = before->n_tokens + m;
   if (total > capacity_) {
@@ -282,7 +281,7 @@ std::vector<int64_t> FrameMemory::append_unsafe(FrameTokens in) {
     std::vector<LedgerEntry> gone;
     for (const auto& f : frames) gone.insert(gone.end(), f->ledger.begin(), f->ledger.end());
     gone.insert(gone.end(), incoming.ledger.begin(), incoming.ledger.end());
-    eviction = evict(frames, incoming, total - target);
+    eviction = evict(frames, incoming, total - target, prefix_rows);
     std::vector<int64_t> alive;
     for (const auto& f : frames) {
       for (const auto& e : f->ledger) alive.push_back(e.id);
@@ -299,11 +298,14 @@ std::vector<int64_t> FrameMemory::append_unsafe(FrameTokens in) {
   const int64_t limit = model_.config().text.max_position_embeddings - config_.position_reserve;
   int64_t next = before->next_position;
   const bool compacting = next + n_kept_new > limit;
+  at::Tensor moved_from, moved_to;
   if (compacting) {
-    compact(frames);
+    std::tie(moved_from, moved_to) = compact(frames);
     next = static_cast<int64_t>(system_ids_.size());
     for (const auto& f : frames) next += f->tokens.size(0);
   }
+  // The prefix follows the eviction and the compaction in one copy.
+  if (prefix_) prefix_->remove(prefix_rows, moved_from, moved_to);
   incoming.positions = long_range(next, n_kept_new);
   if (prefix_ && n_kept_new > 0) prefix_->extend(incoming.tokens, incoming.positions);
   // A frame stays even when all its tokens went into earlier ones: it was seen, and per-frame

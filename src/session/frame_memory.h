@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/config.h"
@@ -127,8 +128,13 @@ class FrameMemory {
 
  private:
   std::vector<int64_t> append_unsafe(FrameTokens frame);
-  Eviction evict(std::vector<std::shared_ptr<const MemoryFrame>>& frames, MemoryFrame& incoming, int64_t need);
-  void compact(std::vector<std::shared_ptr<const MemoryFrame>>& frames);
+  // Drops `need` tokens from `frames` and `incoming`; `prefix_rows` gets the vision-block indices
+  // of the dropped old tokens (the prefix's entries to remove).
+  Eviction evict(std::vector<std::shared_ptr<const MemoryFrame>>& frames, MemoryFrame& incoming, int64_t need,
+                 std::vector<int64_t>& prefix_rows);
+  // Renumbers the frames' positions from the system part on; returns the positions moved (old, new),
+  // system part included, for the prefix.
+  std::pair<at::Tensor, at::Tensor> compact(std::vector<std::shared_ptr<const MemoryFrame>>& frames);
 
   const model::VisionLanguageModel& model_;
   config::MemoryConfig config_;

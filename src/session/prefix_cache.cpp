@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <mutex>
 
 #include "core/error.h"
 
@@ -10,12 +11,20 @@ namespace mustdrop::session {
 
 // Keys, values and layer-k output rows of up to `capacity` entries. Entries below a published
 // length are never written again.
+//
+// The room past the newest state is written by one party at a time: the writer appending the
+// next frame, or one answer over that newest state that reads the entries in place and appends
+// its question there (PrefixState::share_into). Each claims it under `mu`; whoever finds it taken
+// works on a copy instead.
 struct PrefixStorage {
   std::vector<at::Tensor> k, v;  // per layer 0..k: [kv_heads, capacity, head_dim]
   at::Tensor hidden;             // [capacity, hidden]
   int64_t capacity = 0;
   std::vector<int> system_ids;
   int64_t n_system = 0;
+  mutable std::mutex mu;
+  mutable int64_t end = 0;     // entries the writer has written or is writing
+  mutable bool lent = false;   // an answer writes past `end`
 };
 
 namespace {
@@ -63,6 +72,40 @@ int64_t PrefixState::bytes() const {
   return per_entry * n_;
 }
 
+namespace {
+
+// An answer's claim on the room past a state: given back when the answer's cache lets go.
+struct Lease {
+  explicit Lease(std::shared_ptr<const PrefixStorage> s) : storage(std::move(s)) {}
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  std::shared_ptr<const PrefixStorage> storage;
+  ~Lease() {
+    std::lock_guard<std::mutex> lock(storage->mu);
+    storage->lent = false;
+  }
+};
+
+}  // namespace
+
+bool PrefixState::share_into(model::DenseKvCache& cache) const {
+  bool lend = false;
+  {
+    std::lock_guard<std::mutex> lock(storage_->mu);
+    lend = !storage_->lent && storage_->end == n_;
+    if (lend) storage_->lent = true;
+  }
+  if (!lend) {
+    copy_to(cache);
+    return false;
+  }
+  auto lease = std::make_shared<const Lease>(storage_);
+  for (int l = 0; l <= last_layer_; ++l) {
+    cache.borrow(l, storage_->k[static_cast<size_t>(l)], storage_->v[static_cast<size_t>(l)], n_, lease);
+  }
+  return true;
+}
+
 void PrefixState::copy_to(model::KvCache& cache) const {
   // A const storage is only read here; the adapter's writes are never called.
   StorageCache view(const_cast<PrefixStorage&>(*storage_), n_);
@@ -103,16 +146,24 @@ std::shared_ptr<PrefixStorage> PrefixCache::copy_storage(const std::vector<int64
   const int64_t n = static_cast<int64_t>(keep.size());
   for (int l = 0; l <= last_layer_; ++l) {
     for (std::vector<at::Tensor>* part : {&s->k, &s->v}) {
-      at::Tensor t = at::empty({c.num_key_value_heads, capacity, llm.head_dim()}, at::TensorOptions().dtype(dtype));
+      at::Tensor t = model::kv_storage(c.num_key_value_heads, capacity, llm.head_dim(), at::TensorOptions().dtype(dtype));
       if (n > 0) {
+        // A head at a time, straight into place: no temporary of a whole layer's entries.
         const at::Tensor& old = (part == &s->k ? storage_->k : storage_->v)[static_cast<size_t>(l)];
-        t.narrow(1, 0, n).copy_(old.index_select(1, idx));
+        for (int64_t h = 0; h < t.size(0); ++h) {
+          at::Tensor into = t.select(0, h).narrow(0, 0, n);
+          at::index_select_out(into, old.select(0, h), 0, idx);
+        }
       }
       part->push_back(t);
     }
   }
   s->hidden = at::empty({capacity, c.hidden_size}, at::TensorOptions().dtype(dtype));
-  if (n > 0) s->hidden.narrow(0, 0, n).copy_(storage_->hidden.index_select(0, idx));
+  if (n > 0) {
+    at::Tensor into = s->hidden.narrow(0, 0, n);
+    at::index_select_out(into, storage_->hidden, 0, idx);
+  }
+  s->end = n;
   return s;
 }
 
@@ -127,10 +178,17 @@ void PrefixCache::publish(std::shared_ptr<PrefixStorage> storage, int64_t n) {
 void PrefixCache::extend(const at::Tensor& vision, const at::Tensor& positions) {
   const int64_t n = state_.n_, m = vision.size(0);
   if (m == 0) return;
-  if (n + m > storage_->capacity) {
-    std::vector<int64_t> all(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
-    storage_ = copy_storage(all, std::max({n + m, 2 * storage_->capacity, capacity_hint_}));
+  // Claim the room past n; an answer reading the newest state in place may hold it.
+  bool room = false;
+  {
+    std::lock_guard<std::mutex> lock(storage_->mu);
+    room = !storage_->lent && storage_->end == n && n + m <= storage_->capacity;
+    if (room) storage_->end = n + m;
+  }
+  if (!room) {
+    const int64_t cap = storage_->capacity;
+    storage_ = copy_storage(all_entries(n), n + m <= cap ? cap : std::max({n + m, 2 * cap, capacity_hint_}));
+    storage_->end = n + m;
   }
   // Writes land past n: a published state (which ends at n) never sees them.
   StorageCache cache(*storage_, n);
@@ -144,8 +202,22 @@ void PrefixCache::extend(const at::Tensor& vision, const at::Tensor& positions) 
   publish(storage_, n + m);
 }
 
-void PrefixCache::remove(const std::vector<int64_t>& vision_indices) {
-  if (vision_indices.empty()) return;
+void PrefixCache::restore(Checkpoint c) {
+  storage_ = std::move(c.storage);
+  state_ = std::move(c.state);
+  // A failed extend may have claimed the room past the state; nobody else can have since.
+  std::lock_guard<std::mutex> lock(storage_->mu);
+  if (!storage_->lent) storage_->end = state_.n_;
+}
+
+std::vector<int64_t> PrefixCache::all_entries(int64_t n) {
+  std::vector<int64_t> all(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
+  return all;
+}
+
+void PrefixCache::remove(const std::vector<int64_t>& vision_indices, const at::Tensor& from, const at::Tensor& to) {
+  if (vision_indices.empty() && !from.defined()) return;
   const int64_t n = state_.n_, s = storage_->n_system;
   std::vector<char> drop(static_cast<size_t>(n - s), 0);
   for (int64_t i : vision_indices) {
@@ -158,17 +230,15 @@ void PrefixCache::remove(const std::vector<int64_t>& vision_indices) {
   for (int64_t i = 0; i < n; ++i) {
     if (i < s || !drop[static_cast<size_t>(i - s)]) keep.push_back(i);
   }
-  publish(copy_storage(keep, storage_->capacity), static_cast<int64_t>(keep.size()));
-}
-
-void PrefixCache::shift_positions(const at::Tensor& from, const at::Tensor& to) {
-  const int64_t n = state_.n_;
-  std::vector<int64_t> all(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
-  std::shared_ptr<PrefixStorage> fresh = copy_storage(all, storage_->capacity);
-  StorageCache cache(*fresh, n);
-  model_.llm().shift_positions(cache, 0, last_layer_, from, to);
-  publish(fresh, n);
+  // One copy for both changes: the new storage is the writer's alone until published, so the
+  // keys are re-rotated in it.
+  std::shared_ptr<PrefixStorage> fresh = copy_storage(keep, storage_->capacity);
+  const int64_t kept = static_cast<int64_t>(keep.size());
+  if (from.defined()) {
+    StorageCache cache(*fresh, kept);
+    model_.llm().shift_positions(cache, 0, last_layer_, from, to);
+  }
+  publish(fresh, kept);
 }
 
 int64_t PrefixCache::entry_bytes(const model::VisionLanguageModel& model, int last_layer) {

@@ -35,7 +35,12 @@ class PrefixState {
   at::Tensor values(int layer) const;
   // Bytes of the live entries (keys, values and hidden rows).
   int64_t bytes() const;
-  // Copies the entries into layers 0..last_layer of `cache` (empty there), for one answer.
+  // Gives an answer's `cache` (layers 0..last_layer empty) the entries. When this is the newest
+  // state and no other answer holds the room past it, the cache reads them in place and writes
+  // its own entries into that room (until the cache lets go; the writer meanwhile continues in a
+  // copy); true then. Otherwise it copies them (false).
+  bool share_into(model::DenseKvCache& cache) const;
+  // Copies the entries into layers 0..last_layer of `cache` (empty there).
   void copy_to(model::KvCache& cache) const;
 
  private:
@@ -49,7 +54,8 @@ class PrefixState {
 class PrefixCache {
  public:
   // Runs the system part `system_ids` (positions 0..s-1) through layers 0..last_layer of
-  // `model`'s LLM. `capacity` entries are reserved (0: grows by doubling).
+  // `model`'s LLM. `capacity` entries are reserved (0: grows by doubling); room past the memory
+  // for a question and its answer lets answers read the entries in place (share_into).
   PrefixCache(const model::VisionLanguageModel& model, int last_layer, std::vector<int> system_ids, int64_t capacity);
   ~PrefixCache();
 
@@ -58,11 +64,12 @@ class PrefixCache {
   // Appends vision tokens `vision` ([m, Dt], projected) at `positions` ([m] int64): they attend
   // to every cached entry. Cost proportional to m (times the cached length in attention).
   void extend(const at::Tensor& vision, const at::Tensor& positions);
-  // Removes the vision entries at `vision_indices` (indices into the vision block, ascending).
-  void remove(const std::vector<int64_t>& vision_indices);
-  // Moves every entry from positions `from` to `to` ([n] int64): keys re-rotated (exact for the
-  // keys of layer 0; hidden rows and deeper entries keep what they computed at the old spacing).
-  void shift_positions(const at::Tensor& from, const at::Tensor& to);
+  // Removes the vision entries at `vision_indices` (indices into the vision block, ascending)
+  // and, when `from` is given, moves every remaining entry from positions `from` to `to` ([n]
+  // int64, n the entries left): keys re-rotated (exact for the keys of layer 0; hidden rows and
+  // deeper entries keep what they computed at the old spacing). One copy of the storage for both.
+  void remove(const std::vector<int64_t>& vision_indices, const at::Tensor& from = {}, const at::Tensor& to = {});
+  void shift_positions(const at::Tensor& from, const at::Tensor& to) { remove({}, from, to); }
   // Bytes one more vision entry costs (keys and values of layers 0..k plus its hidden row).
   int64_t bytes_per_entry() const { return entry_bytes(model_, last_layer_); }
   // The same for `model` and layers 0..last_layer, without building a cache.
@@ -75,12 +82,10 @@ class PrefixCache {
     PrefixState state;
   };
   Checkpoint checkpoint() const { return {storage_, state_}; }
-  void restore(Checkpoint c) {
-    storage_ = std::move(c.storage);
-    state_ = std::move(c.state);
-  }
+  void restore(Checkpoint c);
 
  private:
+  static std::vector<int64_t> all_entries(int64_t n);
   void publish(std::shared_ptr<PrefixStorage> storage, int64_t n);
   std::shared_ptr<PrefixStorage> copy_storage(const std::vector<int64_t>& keep, int64_t capacity) const;
 

@@ -160,7 +160,8 @@ AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& que
   model::DenseKvCache cache(llm.n_layers(), options.max_new_tokens);  // room for the answer
   at::Tensor prefix_hidden;
   if (prefix_fits) {
-    memory.prefix->copy_to(cache);
+    const bool in_place = memory.prefix->share_into(cache);
+    MD_LOG_DEBUG("answer", "prefix of " << memory.prefix->size() << " entries " << (in_place ? "read in place" : "copied"));
     prefix_hidden = memory.prefix->hidden();
     st.used_prefix = true;
   }

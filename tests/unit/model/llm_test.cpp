@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <set>
 
 #include "model/generate.h"
@@ -387,6 +388,48 @@ TEST(KvCache, ReservedPromptAndHeadroomSizeALayerOnce) {
   at::Tensor want = at::cat({k, k.narrow(1, 0, 10), k.narrow(1, 0, 4), k.narrow(1, 5, 1)}, 1);
   EXPECT_TRUE(at::equal(cache.keys(0), want));
   EXPECT_TRUE(at::equal(cache.values(0), -want));
+}
+
+// A layer reading borrowed entries (an answer over a shared prefix) writes only past them: its
+// appends land in the lender's free room, and removing, truncating into them or growing past the
+// block moves the layer to storage of its own, leaving the lent entries as they were.
+TEST(KvCache, BorrowedEntriesAreNeverWritten) {
+  at::Tensor lent_k = at::arange(2 * 10 * 8, at::kFloat).view({2, 10, 8}), lent_v = -lent_k;
+  const at::Tensor first_k = lent_k.narrow(1, 0, 6).clone(), first_v = lent_v.narrow(1, 0, 6).clone();
+  auto lease = std::make_shared<int>(0);
+  std::weak_ptr<int> held = lease;
+  DenseKvCache cache(3, 2);
+  for (int l = 0; l < 3; ++l) cache.borrow(l, lent_k, lent_v, 6, lease);
+  lease.reset();
+  EXPECT_THROW(cache.borrow(0, lent_k, lent_v, 6, nullptr), std::exception);  // not empty
+  at::Tensor nk = at::full({2, 2, 8}, 7.0f), nv = at::full({2, 2, 8}, -7.0f);
+  // Layer 0: appends go into the lent block, past the borrowed entries.
+  cache.append(0, nk, nv);
+  EXPECT_TRUE(cache.borrowed(0));
+  EXPECT_EQ(cache.keys(0).data_ptr(), lent_k.data_ptr());
+  EXPECT_TRUE(at::equal(lent_k.narrow(1, 6, 2), nk));
+  EXPECT_TRUE(at::equal(cache.keys(0), at::cat({first_k, nk}, 1)));
+  // Layer 1: a removal among the borrowed entries works on a copy.
+  cache.append(1, nk, nv);
+  cache.remove(1, {1, 6});
+  EXPECT_FALSE(cache.borrowed(1));
+  at::Tensor keep = at::tensor(std::vector<int64_t>{0, 2, 3, 4, 5, 7}, at::kLong);
+  EXPECT_TRUE(at::equal(cache.keys(1), at::cat({first_k, nk}, 1).index_select(1, keep)));
+  EXPECT_TRUE(at::equal(cache.values(1), at::cat({first_v, nv}, 1).index_select(1, keep)));
+  // Layer 2: truncated into the borrowed entries, then appended to; then grown past the block.
+  cache.truncate(2, 3);
+  cache.append(2, nk, nv);
+  EXPECT_FALSE(cache.borrowed(2));
+  EXPECT_TRUE(at::equal(cache.keys(2), at::cat({first_k.narrow(1, 0, 3), nk}, 1)));
+  for (int i = 0; i < 3; ++i) cache.append(0, nk, nv);  // 6 + 8 entries: past the 10 lent
+  EXPECT_FALSE(cache.borrowed(0));
+  EXPECT_TRUE(at::equal(cache.keys(0), at::cat({first_k, nk, nk, nk, nk}, 1)));
+  EXPECT_TRUE(at::equal(lent_k.narrow(1, 0, 6), first_k));
+  EXPECT_TRUE(at::equal(lent_v.narrow(1, 0, 6), first_v));
+  // The lease is held until the cache lets go.
+  EXPECT_FALSE(held.expired());
+  cache.clear();
+  EXPECT_TRUE(held.expired());
 }
 
 // A forward pass over a prompt longer than a row chunk announces it: every layer holds exactly

@@ -162,6 +162,55 @@ TEST(PrefixCache, ShiftedKeysEqualKeysComputedAtTheNewPositions) {
   EXPECT_GT(rel_diff(moved.state().keys(2), fresh.state().keys(2)), 1e-4);
 }
 
+// An answer over the newest state reads the entries in place and writes its own past them; the
+// writer then continues in a copy, and in place again once the answer is done. Every state keeps
+// its entries, and the writer's match a pass from scratch.
+TEST(PrefixCache, AnAnswerReadsTheNewestStateInPlaceAndTheWriterMovesAside) {
+  c10::InferenceMode guard;
+  auto m = random_model(4096);
+  const model::LlamaModel& llm = m->llm();
+  const std::vector<int> system = {1, 7, 9};
+  PrefixCache prefix(*m, 1, system, 200);
+  at::Tensor a = synthetic_frame(*m, 0, 30).tokens, b = synthetic_frame(*m, 1, 25).tokens;
+  prefix.extend(a, at::arange(3, 33, at::kLong));
+  const PrefixState first = prefix.state();
+  const at::Tensor first_keys = first.keys(1).clone();
+  at::Tensor own_k = at::randn({llm.config().num_key_value_heads, 5, llm.head_dim()}).to(llm.dtype());
+  {
+    model::DenseKvCache answer(llm.n_layers(), 8), other(llm.n_layers(), 8);
+    EXPECT_TRUE(first.share_into(answer));
+    EXPECT_EQ(answer.keys(1).data_ptr(), first.keys(1).data_ptr());
+    EXPECT_FALSE(first.share_into(other));  // the room is taken: a copy
+    EXPECT_NE(other.keys(1).data_ptr(), first.keys(1).data_ptr());
+    EXPECT_TRUE(at::equal(other.keys(1), first_keys));
+    answer.append(1, own_k, own_k);  // the answer's question, past the entries
+    prefix.extend(b, at::arange(33, 58, at::kLong));
+    EXPECT_NE(prefix.state().keys(1).data_ptr(), first.keys(1).data_ptr());  // moved aside
+    EXPECT_TRUE(at::equal(answer.keys(1), at::cat({first_keys, own_k}, 1)));
+    EXPECT_TRUE(at::equal(first.keys(1), first_keys));
+  }
+  PrefixCache once(*m, 1, system, 0);
+  once.extend(at::cat({a, b}), at::arange(3, 58, at::kLong));
+  EXPECT_LE(rel_diff(prefix.state().keys(1), once.state().keys(1)), 1e-5);
+  EXPECT_LE(rel_diff(prefix.state().hidden(), once.state().hidden()), 1e-5);
+  // The answer is done: the newest state lends again.
+  const PrefixState second = prefix.state();
+  const void* second_at = second.keys(0).data_ptr();
+  {
+    model::DenseKvCache answer(llm.n_layers(), 8);
+    EXPECT_TRUE(second.share_into(answer));
+  }
+  prefix.extend(a, at::arange(58, 88, at::kLong));  // nobody holds the room: written in place
+  EXPECT_EQ(prefix.state().keys(0).data_ptr(), second_at);
+  // An older state in the same storage cannot lend (newer entries follow it); the storage the
+  // writer left can (nobody writes there any more).
+  model::DenseKvCache late(llm.n_layers(), 8), left(llm.n_layers(), 8);
+  EXPECT_FALSE(second.share_into(late));
+  EXPECT_TRUE(at::equal(late.keys(0), second.keys(0)));
+  EXPECT_TRUE(first.share_into(left));
+  EXPECT_EQ(prefix.state().size(), 3 + 30 + 25 + 30);
+}
+
 // ---- the budget and the positions over long streams ----
 
 // The prefix's layer-0 keys and values (which depend on nothing but each token and its position)
