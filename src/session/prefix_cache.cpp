@@ -1,6 +1,7 @@
 #include "session/prefix_cache.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
 
 #include <algorithm>
 #include <mutex>
@@ -89,8 +90,9 @@ struct Lease {
 }  // namespace
 
 bool PrefixState::share_into(model::DenseKvCache& cache) const {
-  bool lend = false;
-  {
+  // Storage made under InferenceMode (the runtime's threads) takes no writes outside it.
+  bool lend = !storage_->k.front().is_inference() || c10::InferenceMode::is_enabled();
+  if (lend) {
     std::lock_guard<std::mutex> lock(storage_->mu);
     lend = !storage_->lent && storage_->end == n_;
     if (lend) storage_->lent = true;

@@ -211,6 +211,25 @@ TEST(PrefixCache, AnAnswerReadsTheNewestStateInPlaceAndTheWriterMovesAside) {
   EXPECT_EQ(prefix.state().size(), 3 + 30 + 25 + 30);
 }
 
+// A prefix made under InferenceMode (the runtime's threads) cannot take an answer's writes from a
+// thread outside it: such an answer gets a copy, and the same entries.
+TEST(PrefixCache, AnAnswerOutsideInferenceModeCopiesAPrefixMadeInsideIt) {
+  auto m = random_model(4096);
+  std::unique_ptr<PrefixCache> prefix;
+  {
+    c10::InferenceMode guard;
+    prefix = std::make_unique<PrefixCache>(*m, 1, std::vector<int>{1, 7, 9}, 200);
+    prefix->extend(synthetic_frame(*m, 0, 30).tokens, at::arange(3, 33, at::kLong));
+  }
+  const model::LlamaModel& llm = m->llm();
+  model::DenseKvCache answer(llm.n_layers(), 8);
+  EXPECT_FALSE(prefix->state().share_into(answer));
+  EXPECT_TRUE(at::equal(answer.keys(1), prefix->state().keys(1)));
+  at::Tensor own = at::zeros({llm.config().num_key_value_heads, 2, llm.head_dim()}).to(llm.dtype());
+  answer.append(1, own, own);  // writable
+  EXPECT_EQ(answer.length(1), 35);
+}
+
 // ---- the budget and the positions over long streams ----
 
 // The prefix's layer-0 keys and values (which depend on nothing but each token and its position)
