@@ -272,16 +272,14 @@ void LlamaModel::shift_positions(KvCache& cache, int first_layer, int last_layer
   // Dynamic scaling changes the base only past max_position_embeddings, where no cached key lies.
   at::Tensor cos, sin;
   rope_tables(to - from, head_dim(), config_, 0, &cos, &sin);
+  const at::ScalarType acc = accumulate_type(dtype());  // converted once, not per head
+  cos = cos.to(acc);
+  sin = sin.to(acc);
   for (int l = first_layer; l <= last_layer; ++l) {
     at::Tensor k = cache.keys(l);
     if (k.size(1) != from.size(0)) {
       throw InternalError("shift_positions: layer " + std::to_string(l) + " holds " + std::to_string(k.size(1)) +
                           " entries, " + std::to_string(from.size(0)) + " positions given");
-    }
-    if (l == first_layer) {
-      const at::ScalarType acc = accumulate_type(k.scalar_type());
-      cos = cos.to(acc);
-      sin = sin.to(acc);
     }
     // A head at a time: the rotation's temporaries are one head's rows, not a whole layer's
     // (a 7B model's memory of 3,000 tokens has 25 MB of keys a layer).

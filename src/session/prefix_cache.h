@@ -40,10 +40,10 @@ class PrefixState {
   // its own entries into that room (until the cache lets go; the writer meanwhile continues in a
   // copy); true then. Otherwise it copies them (false).
   bool share_into(model::DenseKvCache& cache) const;
-  // Copies the entries into layers 0..last_layer of `cache` (empty there).
-  void copy_to(model::KvCache& cache) const;
 
  private:
+  // Copies the entries into layers 0..last_layer of `cache` (empty there).
+  void copy_to(model::KvCache& cache) const;
   friend class PrefixCache;
   std::shared_ptr<const PrefixStorage> storage_;
   int last_layer_ = -1;
