@@ -13,7 +13,9 @@
 
 #include "core/error.h"
 #include "core/sysinfo.h"
+#include "config/config.h"
 #include "model/attention.h"
+#include "model/device.h"
 #include "model/generate.h"
 #include "model/presets.h"
 #include "model/vlm.h"
@@ -30,7 +32,7 @@ int main(int argc, char** argv) {
   CLI::App cli{"bench_model: load, vision, prefill and decode timings of one model"};
   std::string dir, preset;
   int llm_layers = 0, vision_layers = 0, frames = 1, new_tokens = 32, threads = 2, repeats = 3, text_tokens = 0;
-  std::string dtype_name = "f32", attention = "auto";
+  std::string dtype_name = "f32", attention = "auto", device = "cpu";
   bool json = false;
   cli.add_option("--model", dir, "Hugging Face model directory");
   cli.add_option("--preset", preset, "shape preset with random weights (llava-1.5-7b, video-llava-7b, ...)");
@@ -41,10 +43,13 @@ int main(int argc, char** argv) {
   cli.add_option("--threads", threads, "LibTorch intra-op threads");
   cli.add_option("--repeats", repeats, "timed repetitions (median reported)");
   cli.add_option("--text-tokens", text_tokens, "text-only prompt of this many tokens (decoder only; decode at that depth)");
-  cli.add_option("--dtype", dtype_name, "compute dtype: f32, bf16 or auto (bf16 where the CPU computes it natively)")
-      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
-  cli.add_option("--attention", attention, "attention core: auto, blocked (AVX-512 kernel) or reference (ATen)")
-      ->check(CLI::IsMember({"auto", "blocked", "reference"}));
+  cli.add_option("--dtype", dtype_name, "compute dtype: f32, bf16, f16 (GPU) or auto (bf16 on a GPU or where the CPU "
+                                        "computes it natively)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "auto"}));
+  cli.add_option("--device", device, "cpu, cuda or cuda:N (default cpu)");
+  cli.add_option("--attention", attention,
+                 "attention core: auto, blocked (AVX-512 kernel), reference (ATen) or fused (LibTorch >= 2.1)")
+      ->check(CLI::IsMember({"auto", "blocked", "reference", "fused"}));
   cli.add_flag("--json", json, "one JSON object instead of the table");
   try {
     cli.parse(argc, argv);
@@ -61,13 +66,17 @@ int main(int argc, char** argv) {
     c10::InferenceMode guard;
     model::set_default_attention_path(attention == "blocked"     ? model::AttentionPath::kBlocked
                                       : attention == "reference" ? model::AttentionPath::kReference
+                                      : attention == "fused"     ? model::AttentionPath::kFused
                                                                  : model::AttentionPath::kAuto);
-    model::LoadOptions lo;
-    lo.dtype = dtype_name == "bf16" || (dtype_name == "auto" && cpu_has_native_bf16()) ? at::kBFloat16 : at::kFloat;
+    const model::LoadOptions lo =
+        model::load_options(config::defaults_with({"model.device=" + device, "model.dtype=" + dtype_name}).model);
+    // On a GPU the work is queued: every timer reads after the queue has drained.
+    auto sync = [&] { model::synchronize(lo.device); };
     auto t0 = Clock::now();
     std::unique_ptr<model::VisionLanguageModel> m =
         dir.empty() ? model::VisionLanguageModel::random(model::preset_config(preset, llm_layers, vision_layers), 1, lo)
                     : model::VisionLanguageModel::load(dir, lo);
+    sync();
     double load_ms = ms_since(t0);
     const model::ModelConfig& c = m->config();
     int s = m->image_size();
@@ -88,16 +97,19 @@ int main(int argc, char** argv) {
         prompt_len = text_tokens;
         auto t2 = Clock::now();
         logits = m->llm().forward(f).logits;
+        sync();
         pre_ms = ms_since(t2);
       } else {
         auto t1 = Clock::now();
         at::Tensor vision = m->encode_frames(pixels);
+        sync();
         vis_ms = ms_since(t1);
         model::PromptLayout layout =
             m->build_prompt("What is happening in this video? Describe it briefly.", vision.size(0));
         prompt_len = static_cast<int64_t>(layout.ids.size());
         auto t2 = Clock::now();
         logits = m->prefill(layout, vision, cache).logits;
+        sync();
         pre_ms = ms_since(t2);
       }
       model::GenerationOptions o;
@@ -117,7 +129,7 @@ int main(int argc, char** argv) {
       std::printf("{\"load_ms\": %.1f, \"dtype\": \"%s\", \"attention\": \"%s\", \"threads\": %d, "
                   "\"prompt_tokens\": %lld, \"vision_ms\": %.2f, \"prefill_ms\": %.2f, \"prefill_tok_s\": %.2f, "
                   "\"decode_tokens\": %d, \"decode_ms_per_token\": %.3f}\n",
-                  load_ms, lo.dtype == at::kBFloat16 ? "bf16" : "f32", attention.c_str(), threads,
+                  load_ms, model::compute_dtype_name(lo.dtype), attention.c_str(), threads,
                   static_cast<long long>(prompt_len), median(vis), median(pre), prompt_len / (median(pre) / 1000.0),
                   new_tokens, median(dec));
       return 0;
@@ -125,7 +137,7 @@ int main(int argc, char** argv) {
     std::printf("model: %s (%s), vision %dx%d @%dpx, text %dx%d, vocab %d, %s, attention %s, %d threads\n",
                 dir.empty() ? preset.c_str() : dir.c_str(), c.architecture.c_str(), c.vision.num_hidden_layers,
                 c.vision.hidden_size, s, c.text.num_hidden_layers, c.text.hidden_size, c.text.vocab_size,
-                lo.dtype == at::kBFloat16 ? "bf16" : "f32", attention.c_str(), threads);
+                model::compute_dtype_name(lo.dtype), attention.c_str(), threads);
     std::printf("| load ms | frames | prompt tokens | vision ms | prefill ms | prefill tok/s | decode ms/token |\n");
     std::printf("|---:|---:|---:|---:|---:|---:|---:|\n");
     std::printf("| %.0f | %d | %lld | %.1f | %.1f | %.0f | %.2f |\n", load_ms, frames, static_cast<long long>(prompt_len),

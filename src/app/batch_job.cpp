@@ -141,7 +141,14 @@ Job load_job(const BatchArgs& args) {
   h.on_missing_video = "skip";
   h.progress_interval_sec = 10;
   if (h.replay == "clip") h.memory.max_tokens = 0, h.memory.max_mb = 0, h.memory.evict_to = 0.9;
-  job.config_hash = eval::stable_hash_hex(config::to_yaml(h) + pipelines_text + job.model_hash);
+  // model.device is not covered either: its line leaves the text hashed, so a job started before
+  // the setting existed, or on another device, keeps its hash.
+  std::string text = config::to_yaml(h);
+  const std::string device_line = "\n  device: " + h.model.device + "\n";
+  if (size_t at = text.find("\nmodel:\n"); at != std::string::npos) {
+    if (size_t d = text.find(device_line, at); d != std::string::npos) text.erase(d, device_line.size() - 1);
+  }
+  job.config_hash = eval::stable_hash_hex(text + pipelines_text + job.model_hash);
   return job;
 }
 

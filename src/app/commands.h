@@ -17,9 +17,11 @@ struct ProbeArgs {
   int size = -1;
   bool json = false;
   std::string dump_dir;  // "" = no dump
+  std::string save_frames;  // "" = none; else a safetensors file of the preprocessed frames
 };
 
-// `mustdrop probe`: stream facts and sampled timestamps; --dump writes preprocessed PNGs.
+// `mustdrop probe`: stream facts and sampled timestamps; --dump writes preprocessed PNGs,
+// --save-frames the preprocessed frames as one tensor (for bench_table on machines without video).
 int run_probe(const ProbeArgs& args, config::Config config);
 
 // Which model: a directory, or a shape preset with random weights.

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/sysinfo.h"
+#include "model/device.h"
 
 namespace mustdrop::app {
 
@@ -30,8 +31,17 @@ int exit_code_for(ErrorKind kind) {
 
 namespace {
 
-// --model / --preset / --llm-layers / --vision-layers, shared by run and bench.
-void add_model_options(CLI::App* cmd, ModelArgs& m, const std::string& preset_extra) {
+// What this binary was built against, one fact a line, each line starting with `prefix`.
+std::string build_facts(const std::string& prefix) {
+  return prefix + "build: " + model::torch_version() + "\n" + prefix + "attention: " + model::attention_backends() + "\n";
+}
+
+void print_version() { std::cout << "mustdrop " << MUSTDROP_VERSION << "\n" << build_facts(""); }
+
+// --model / --preset / --llm-layers / --vision-layers / --device, shared by every command that
+// loads a model. --device is model.device (one string for all: one subcommand runs).
+void add_model_options(CLI::App* cmd, ModelArgs& m, const std::string& preset_extra, std::string& device) {
+  cmd->add_option("--device", device, "where the model computes: cpu, cuda or cuda:N (model.device; default cpu)");
   cmd->add_option("--model", m.dir, "Hugging Face model directory (default: $MUSTDROP_MODEL, then model.dir)");
   auto* preset = cmd->add_option("--preset", m.preset,
                                  "instead of --model: a published shape with random weights and no tokenizer "
@@ -49,6 +59,7 @@ int run(int argc, char** argv) {
   std::string config_path;
   std::vector<std::string> overrides;
   std::string log_level;
+  std::string device;
   cli.add_option("--config", config_path, "YAML configuration file (defaults: configs/default.yaml documents every key)");
   cli.add_option("--set", overrides, "override one configuration key, e.g. --set video.sampler.frames=16 (repeatable)");
   cli.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (default: the config's log_level)");
@@ -67,11 +78,14 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(8, 8192));
   probe_cmd->add_flag("--json", probe.json, "print one JSON object instead of text");
   probe_cmd->add_option("--dump", probe.dump_dir, "write each sampled frame, preprocessed, as DIR/frame_NNNN.png");
+  probe_cmd->add_option("--save-frames", probe.save_frames,
+                        "write the sampled frames, preprocessed as the model sees them, to this safetensors file "
+                        "('pixels' [N, 3, S, S] float32: bench_table's --frames)");
 
   RunArgs run;
   CLI::App* run_cmd = cli.add_subcommand("run", "answer questions about a video, streaming the answers to stdout");
   run_cmd->add_option("video", run.video, "video file, image directory, http(s):// or rtsp:// URL")->required();
-  add_model_options(run_cmd, run.model, "");
+  add_model_options(run_cmd, run.model, "", device);
   run_cmd->add_option("--question,-q", run.questions, "a question (repeatable; the video is encoded once)")->required();
   run_cmd->add_option("--pipeline", run.pipeline, "token-dropping pipeline YAML (default: none)");
   run_cmd->add_option("--frames", run.frames, "frames to sample (default: video.sampler.frames)")->check(CLI::Range(1, 100000));
@@ -87,7 +101,7 @@ int run(int argc, char** argv) {
       "inspect", "draw what each stage kept over every sampled frame (merged windows, temporal merges, S, prefill "
                  "drops, decode evictions): OUT/overlay_NNNN.png, OUT/index.html and OUT/inspect.json (docs/pruning.md)");
   inspect_cmd->add_option("video", inspect.video, "video file, image directory, http(s):// or rtsp:// URL")->required();
-  add_model_options(inspect_cmd, inspect.model, "");
+  add_model_options(inspect_cmd, inspect.model, "", device);
   inspect_cmd->add_option("--pipeline", inspect.pipeline, "token-dropping pipeline YAML")->required();
   inspect_cmd->add_option("--question,-q", inspect.question,
                           "the question answered, so the prefill and decode stages act (without: vision stages only)");
@@ -105,7 +119,7 @@ int run(int argc, char** argv) {
       "bench", "run pipelines side by side on the same frames and question; print a markdown table "
                "(tokens, FLOPs, times, memory, answer agreement with none); `bench ingest` measures video input");
   bench_cmd->require_subcommand(0, 1);
-  add_model_options(bench_cmd, bench.model, "; adds FLOPs at the preset's full depth");
+  add_model_options(bench_cmd, bench.model, "; adds FLOPs at the preset's full depth", device);
   bench_cmd->add_option("--video", bench.video, "video file, image directory or URL to sample frames from");
   bench_cmd->add_option("--question,-q", bench.question, "the question every pipeline answers");
   bench_cmd->add_option("--pipelines", bench.pipelines, "pipeline YAMLs, comma-separated (none is added if missing)")
@@ -130,7 +144,7 @@ int run(int argc, char** argv) {
   CLI::App* session_cmd = bench_cmd->add_subcommand(
       "session", "long-running sessions: warm vs cold time to first token, one more frame vs re-prefilling, "
                  "memory over a stream many times the budget");
-  add_model_options(session_cmd, bsession.model, "");
+  add_model_options(session_cmd, bsession.model, "", device);
   session_cmd->add_option("--video", bsession.video, "video to sample the frames from")->required();
   session_cmd->add_option("--question,-q", bsession.question, "the question asked on warm and cold sessions");
   session_cmd->add_option("--pipelines", bsession.pipelines, "pipeline YAMLs, comma-separated")->delimiter(',')->required();
@@ -150,7 +164,7 @@ int run(int argc, char** argv) {
                  "questions on a schedule, on scene changes, typed on stdin and over a local OpenAI-compatible "
                  "HTTP API; answers streamed and written to an events file (docs/monitor.md)");
   monitor_cmd->add_option("config", mon.config, "monitor YAML (configs/monitor.yaml; --set applies to it)")->required();
-  add_model_options(monitor_cmd, mon.model, "");
+  add_model_options(monitor_cmd, mon.model, "", device);
   auto* interactive = monitor_cmd->add_flag("--interactive", mon.interactive,
                                             "read questions from stdin (the default when stdin is a terminal): a line "
                                             "asks the first source, '@id question' another");
@@ -171,7 +185,7 @@ int run(int argc, char** argv) {
                "`batch merge` combines shards");
   batch_cmd->require_subcommand(0, 1);
   batch_cmd->add_option("job", batch.job, "job YAML (--set applies to it, e.g. --set workers=2)");
-  add_model_options(batch_cmd, batch.model, "");
+  add_model_options(batch_cmd, batch.model, "", device);
   batch_cmd->add_option("--shard", batch.shard,
                         "answer only shard i of N (0-based, by a stable hash of the question id); output goes "
                         "to OUTPUT_DIR/shard-i-of-N");
@@ -189,11 +203,17 @@ int run(int argc, char** argv) {
 
   CLI::App* config_cmd = cli.add_subcommand("config", "print the effective configuration as YAML");
 
+  cli.add_flag_callback("--version", [] {
+    print_version();
+    throw CLI::Success();
+  }, "print the version, the LibTorch built against, its GPUs and the attention paths, and exit");
+
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return cli.exit(e) == 0 ? kExitOk : kExitUsage;
   }
+  if (!device.empty()) overrides.push_back("model.device=" + device);
 
   if (*merge_cmd) {
     log::set_level(log::parse_level(log_level.empty() ? "info" : log_level));
@@ -225,7 +245,7 @@ int run(int argc, char** argv) {
     return run_bench(bench, config);
   }
   if (*config_cmd) {
-    std::cout << config::to_yaml(config);
+    std::cout << config::to_yaml(config) << build_facts("# ");
     return kExitOk;
   }
   return kExitUsage;

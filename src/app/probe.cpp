@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -10,6 +11,7 @@
 #include "app/signals.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "model/safetensors.h"
 #include "video/png_writer.h"
 #include "video/preprocess.h"
 #include "video/sampler.h"
@@ -70,6 +72,22 @@ void print_info(const video::StreamInfo& s, const config::SamplerConfig& sampler
   std::fflush(stdout);
 }
 
+// The preprocessed frames as one float32 tensor "pixels" [frames, 3, side, side], with where they
+// came from and their times in the file's metadata.
+void save_frames(const std::string& path, const std::string& input, const std::vector<float>& pixels,
+                 const std::vector<double>& times, int64_t side) {
+  if (times.empty()) throw InputError(input + ": no frame was sampled, nothing to save to " + path);
+  model::TensorData d;
+  d.name = "pixels";
+  d.dtype = model::DType::kF32;
+  d.shape = {static_cast<int64_t>(times.size()), 3, side, side};
+  d.bytes.resize(pixels.size() * sizeof(float));
+  std::memcpy(d.bytes.data(), pixels.data(), d.bytes.size());
+  std::string t;
+  for (double x : times) t += (t.empty() ? "" : ",") + std::to_string(x);
+  model::write_safetensors(path, {d}, {{"source", input}, {"t_sec", t}});
+}
+
 }  // namespace
 
 int run_probe(const ProbeArgs& args, config::Config config) {
@@ -96,14 +114,23 @@ int run_probe(const ProbeArgs& args, config::Config config) {
   install_stop_handlers([source] { source->request_stop(); });
   std::unique_ptr<video::Sampler> sampler = video::make_sampler(video.sampler);
   std::unique_ptr<video::Preprocessor> preprocess;
-  if (!args.dump_dir.empty()) preprocess = std::make_unique<video::Preprocessor>(video.preprocess);
+  if (!args.dump_dir.empty() || !args.save_frames.empty()) preprocess = std::make_unique<video::Preprocessor>(video.preprocess);
+  std::vector<float> pixels;  // --save-frames: every sampled frame, as the model's input
+  std::vector<double> times;
+  int64_t side = 0;
 
   if (!args.json) print_info(source->info(), video.sampler);
   json frames = json::array();
   int64_t n = 0;
   while (auto frame = sampler->next(*source)) {
     std::string png;
-    if (preprocess) {
+    if (!args.save_frames.empty()) {
+      video::ImageTensor t = (*preprocess)(*frame);
+      pixels.insert(pixels.end(), t.data.begin(), t.data.end());
+      times.push_back(frame->t_sec);
+      side = t.height;
+    }
+    if (preprocess && !args.dump_dir.empty()) {
       char name[32];
       std::snprintf(name, sizeof(name), "frame_%04lld.png", static_cast<long long>(n));
       png = (std::filesystem::path(args.dump_dir) / name).string();
@@ -121,6 +148,7 @@ int run_probe(const ProbeArgs& args, config::Config config) {
     ++n;
   }
 
+  if (!args.save_frames.empty()) save_frames(args.save_frames, args.input, pixels, times, side);
   video::SourceStats stats = source->stats();
   if (args.json) {
     json out{{"stream", info_json(source->info())},

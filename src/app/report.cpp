@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/sysinfo.h"
+#include "model/device.h"
 #include "model/flops.h"
 #include "model/presets.h"
 #include "video/sampler.h"
@@ -27,28 +28,9 @@ std::string model_source(const ModelArgs& args, const config::Config& config, co
       "build/make_tiny_model build/tiny-model");
 }
 
-at::ScalarType compute_dtype(const config::Config& config) {
-  switch (config.model.dtype) {
-    case config::ComputeDtype::kF32:
-      return at::kFloat;
-    case config::ComputeDtype::kBf16:
-      return at::kBFloat16;
-    case config::ComputeDtype::kAuto: {
-      const bool bf16 = cpu_has_native_bf16();
-      MD_LOG_INFO("model", "compute dtype " << (bf16 ? "bf16" : "f32") << " (model.dtype auto: this CPU "
-                                            << (bf16 ? "computes bf16 natively" : "has no native bf16") << ")");
-      return bf16 ? at::kBFloat16 : at::kFloat;
-    }
-  }
-  return at::kFloat;
-}
-
-const char* dtype_name(at::ScalarType dtype) { return dtype == at::kBFloat16 ? "bf16" : "f32"; }
-
 std::unique_ptr<model::VisionLanguageModel> load_model(const ModelArgs& args, const std::string& source,
                                                        const config::Config& config) {
-  model::LoadOptions load;
-  load.dtype = compute_dtype(config);
+  model::LoadOptions load = model::load_options(config.model);
   if (args.preset.empty()) return model::VisionLanguageModel::load(source, load);
   return model::VisionLanguageModel::random(model::preset_config(args.preset, args.llm_layers, args.vision_layers), 1,
                                             load);
@@ -93,54 +75,6 @@ void write_atomically(const std::string& path, const std::string& text) {
 }
 
 void write_report(const std::string& path, const json& j) { write_atomically(path, j.dump(2) + "\n"); }
-
-double mean(const std::vector<int64_t>& v) {
-  if (v.empty()) return 0;
-  double s = 0;
-  for (int64_t x : v) s += static_cast<double>(x);
-  return s / static_cast<double>(v.size());
-}
-
-Accounting account(const session::MemorySnapshot& memory, const std::vector<prune::StageRecord>& vision_records,
-                   const model::ModelConfig& mc, const std::vector<session::AnswerStats>& answers) {
-  const session::AnswerStats* answer = answers.empty() ? nullptr : &answers.front();
-  Accounting a;
-  a.n_vision_tokens_to_llm = memory.n_tokens;
-  // Tower tokens and FLOPs of every frame given to the memory, evicted ones included.
-  a.n_vision_tokens_in = memory.seen.n_tower_tokens;
-  a.flops_vision = memory.seen.vision_flops;
-  const double vision_full = memory.seen.vision_flops_unpruned;
-  std::vector<std::vector<int64_t>> per_frame;  // stage FLOPs: over the frames still in memory
-  for (const auto& frame : memory.frames) {
-    for (const auto& e : frame->ledger) a.n_vision_tokens_in_s += e.in_s ? 1 : 0;
-    per_frame.push_back(frame->tokens_per_vision_layer);
-  }
-  a.flops_total = a.flops_vision;
-  a.flops_unpruned = vision_full;
-  for (const auto& q : answers) {
-    a.flops_total += q.flops_prefill + q.flops_decode;
-    a.flops_unpruned += q.flops_prefill_unpruned + q.flops_decode_unpruned;
-  }
-  if (answer) {
-    a.n_vision_tokens_layer_avg = mean(answer->vision_per_layer);
-    a.n_vision_kv_after_decode = answer->n_vision_kv_after_decode;
-  }
-  std::vector<prune::StageRecord> records = vision_records;
-  prune::attribute_flops(records, mc, per_frame, {}, 0);
-  if (answer) records.insert(records.end(), answer->stages.begin(), answer->stages.end());
-  a.stages = json::array();
-  for (const auto& r : records) {
-    a.stages.push_back({{"name", r.name},
-                        {"stage", prune::stage_name(r.stage)},
-                        {"layer", r.layer},
-                        {"calls", r.calls},
-                        {"n_in", r.n_in},
-                        {"n_out", r.n_out},
-                        {"ms", r.ms},
-                        {"flops", r.flops}});
-  }
-  return a;
-}
 
 namespace {
 

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/sysinfo.h"
+#include "model/device.h"
 #include "pipeline/runtime.h"
 #include "session/session.h"
 #include "video/source.h"
@@ -34,6 +35,7 @@ int run_run(const RunArgs& args, config::Config config) {
     config.video.sampler.kind = config::SamplerKind::kInterval;
   }
   auto model = load_model(args.model, model_dir, config);
+  const model::TransferStats moved = model::transfer_stats();  // crossings of this run, not of the load
   MD_LOG_INFO("run", "model " << model_dir << " (" << model->config().architecture << "), pipeline "
                               << pipeline_cfg.name);
 
@@ -98,7 +100,11 @@ int run_run(const RunArgs& args, config::Config config) {
   json timings = json::object();
   for (const auto& t : runtime.timings()) timings[t.name] = t.ms;
   json report{{"video", args.video},
-              {"model", {{"dir", model_dir}, {"architecture", mc.architecture}, {"dtype", dtype_name(model->llm().dtype())}}},
+              {"model",
+               {{"dir", model_dir},
+                {"architecture", mc.architecture},
+                {"dtype", model::compute_dtype_name(model->llm().dtype())},
+                {"device", model->llm().device().str()}}},
               {"pipeline", pipeline_cfg.name},
               {"media", memory->media() == model::Media::kImage ? "image" : "video"},
               {"answers", jans},
@@ -120,6 +126,7 @@ int run_run(const RunArgs& args, config::Config config) {
               {"decode_ms_per_token", first ? first->decode_ms_per_token : 0.0},
               {"kv_bytes_peak", kv_peak},
               {"peak_rss_bytes", peak_rss_bytes()},
+              {"transfers", transfers_json(model::transfer_stats() - moved)},
               {"timings_ms", timings},
               {"source", {{"n_packets", perception.source.n_packets},
                           {"n_corrupt_packets", perception.source.n_corrupt_packets},

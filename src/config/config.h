@@ -106,19 +106,21 @@ struct VideoConfig {
   }
 };
 
-// The dtype weights and activations compute in.
-enum class ComputeDtype { kAuto, kF32, kBf16 };
-inline std::vector<const char*> enum_names(ComputeDtype) { return {"auto", "f32", "bf16"}; }
+// The dtype weights and activations compute in (f16: on a GPU only).
+enum class ComputeDtype { kAuto, kF32, kBf16, kF16 };
+inline std::vector<const char*> enum_names(ComputeDtype) { return {"auto", "f32", "bf16", "f16"}; }
 
 // Which model answers, and how it computes.
 struct ModelSettings {
   std::string dir;                           // Hugging Face model directory ("" = --model or $MUSTDROP_MODEL)
-  ComputeDtype dtype = ComputeDtype::kAuto;  // auto: bf16 where the CPU computes bf16 natively (AVX512-BF16, AMX), else f32 | f32 | bf16
+  ComputeDtype dtype = ComputeDtype::kAuto;  // auto: bf16 on a GPU, or where the CPU computes bf16 natively (AVX512-BF16, AMX), else f32 | f32 | bf16 | f16 (GPU only)
+  std::string device = "cpu";                // cpu | cuda | cuda:N (needs a CUDA-enabled LibTorch: docs/gpu.md)
 
   template <class V>
   void visit(V& v) {
     v("dir", dir, any());
     v("dtype", dtype, any());
+    v("device", device, any());
   }
 };
 

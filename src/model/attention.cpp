@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +12,15 @@
 
 #include "core/error.h"
 #include "model/attention_kernel.h"
+#include "model/device.h"
+
+// LibTorch's fused attention: at::scaled_dot_product_attention with a boolean mask arrived in 2.0
+// and is stable from 2.1 on (Debian's LibTorch is 1.13: the reference runs there instead).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+#define MUSTDROP_HAVE_SDPA 1
+#else
+#define MUSTDROP_HAVE_SDPA 0
+#endif
 
 namespace mustdrop::model {
 
@@ -43,19 +53,26 @@ void check_shapes(const AttentionInput& in) {
   }
 }
 
+// Keys or values of kv_heads repeated for the query heads that share them: [heads, S, hd].
+at::Tensor per_query_head(const at::Tensor& kv, int64_t heads) {
+  const int64_t kv_heads = kv.size(0), group = heads / kv_heads;
+  if (group == 1) return kv;
+  return kv.unsqueeze(1).expand({kv_heads, group, kv.size(1), kv.size(2)}).reshape({heads, kv.size(1), kv.size(2)});
+}
+
+// True where query row i (of `rows`, a [R] index on the keys' device) may not see key j: [R, S].
+at::Tensor hidden_keys(const AttentionInput& in, const at::Tensor& visible_rows, int64_t s) {
+  at::Tensor key_index = at::arange(s, in.keys.options().dtype(at::kLong)).unsqueeze(0);
+  return key_index >= visible_rows.unsqueeze(1);
+}
+
 AttentionOutput attend_reference(const AttentionInput& in) {
   const int64_t heads = in.q.size(0), n = in.q.size(1), hd = in.q.size(2);
-  const int64_t kv_heads = in.keys.size(0), s = in.keys.size(1), group = heads / kv_heads;
+  const int64_t s = in.keys.size(1);
   const at::ScalarType acc = score_type(in.q.scalar_type());
-  at::Tensor keys = in.keys, values = in.values;
-  if (group > 1) {
-    keys = keys.unsqueeze(1).expand({kv_heads, group, s, hd}).reshape({heads, s, hd});
-    values = values.unsqueeze(1).expand({kv_heads, group, s, hd}).reshape({heads, s, hd});
-  }
-  at::Tensor kt = keys.to(acc).transpose(1, 2);
-  at::Tensor vals = values.to(acc);
-  at::Tensor visible = at::tensor(in.visible, at::kLong);
-  at::Tensor key_index = at::arange(s, at::kLong).unsqueeze(0);
+  at::Tensor kt = per_query_head(in.keys, heads).to(acc).transpose(1, 2);
+  at::Tensor vals = per_query_head(in.values, heads).to(acc);
+  at::Tensor visible = index_tensor(in.visible, in.q.device());
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   const int64_t block = 256;  // query rows per score matrix [heads, block, S]
   std::vector<at::Tensor> outs;
@@ -63,8 +80,7 @@ AttentionOutput attend_reference(const AttentionInput& in) {
   for (int64_t r0 = 0; r0 < n; r0 += block) {
     const int64_t nr = std::min(block, n - r0);
     at::Tensor scores = at::bmm(in.q.narrow(1, r0, nr).to(acc), kt).mul_(scale);  // [heads, nr, S]
-    at::Tensor masked = key_index >= visible.narrow(0, r0, nr).unsqueeze(1);     // [nr, S]
-    scores.masked_fill_(masked, -std::numeric_limits<double>::infinity());
+    scores.masked_fill_(hidden_keys(in, visible.narrow(0, r0, nr), s), -std::numeric_limits<double>::infinity());
     at::Tensor probs = at::softmax(scores, -1);
     for (size_t k = 0; k < in.prob_rows.size(); ++k) {
       const int64_t r = in.prob_rows[k];
@@ -73,11 +89,35 @@ AttentionOutput attend_reference(const AttentionInput& in) {
     outs.push_back(at::bmm(probs, vals));  // [heads, nr, hd]
   }
   AttentionOutput o;
-  if (!in.prob_rows.empty()) o.probs = at::stack(row_probs, 0).to(at::kFloat);
+  if (!in.prob_rows.empty()) o.probs = to_host(at::stack(row_probs, 0).to(at::kFloat));
   at::Tensor out = outs.size() == 1 ? outs[0] : at::cat(outs, 1);
   o.out = out.transpose(0, 1).reshape({n, heads * hd}).to(in.q.scalar_type());
   return o;
 }
+
+#if MUSTDROP_HAVE_SDPA
+// The fused kernel for the outputs; the asked probability rows beside it, explicitly. A prompt
+// with no past (row i sees keys 0..i) is plain causal, which lets LibTorch pick its fastest
+// kernel; anything else (past entries, a subset read) passes the mask.
+AttentionOutput attend_fused(const AttentionInput& in) {
+  const int64_t heads = in.q.size(0), n = in.q.size(1), hd = in.q.size(2), s = in.keys.size(1);
+  bool causal = n == s, all_visible = true;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t v = in.visible[static_cast<size_t>(i)];
+    causal = causal && v == i + 1;
+    all_visible = all_visible && v == s;
+  }
+  c10::optional<at::Tensor> mask;
+  if (!causal && !all_visible) mask = hidden_keys(in, index_tensor(in.visible, in.q.device()), s).logical_not();
+  at::Tensor out = at::scaled_dot_product_attention(in.q.unsqueeze(0), per_query_head(in.keys, heads).unsqueeze(0),
+                                                    per_query_head(in.values, heads).unsqueeze(0), mask, 0.0,
+                                                    causal && !all_visible);  // [1, heads, n, hd]
+  AttentionOutput o;
+  o.out = out.squeeze(0).transpose(0, 1).reshape({n, heads * hd});
+  if (!in.prob_rows.empty()) o.probs = probability_rows(in);
+  return o;
+}
+#endif
 
 kernel::Elem kernel_elem(at::ScalarType t) { return t == at::kBFloat16 ? kernel::Elem::kBf16 : kernel::Elem::kF32; }
 
@@ -130,6 +170,22 @@ AttentionOutput attend_blocked(const AttentionInput& in) {
 
 }  // namespace
 
+at::Tensor probability_rows(const AttentionInput& in) {
+  check_shapes(in);
+  const int64_t heads = in.q.size(0), hd = in.q.size(2), s = in.keys.size(1);
+  const at::ScalarType acc = score_type(in.q.scalar_type());
+  const c10::Device dev = in.q.device();
+  std::vector<int64_t> visible;
+  for (int64_t r : in.prob_rows) visible.push_back(in.visible[static_cast<size_t>(r)]);
+  at::Tensor q = in.q.index_select(1, index_tensor(in.prob_rows, dev)).to(acc);  // [heads, R, hd]
+  at::Tensor scores = at::bmm(q, per_query_head(in.keys, heads).to(acc).transpose(1, 2));
+  scores.mul_(1.0 / std::sqrt(static_cast<double>(hd)));
+  scores.masked_fill_(hidden_keys(in, index_tensor(visible, dev), s), -std::numeric_limits<double>::infinity());
+  return to_host(at::softmax(scores, -1).mean(0).to(at::kFloat));
+}
+
+bool attention_fused_built() { return MUSTDROP_HAVE_SDPA != 0; }
+
 bool blocked_attention_runs(at::ScalarType dtype, int64_t head_dim) {
   return (dtype == at::kFloat || dtype == at::kBFloat16) && kernel::supported(head_dim);
 }
@@ -148,12 +204,23 @@ AttentionOutput attend(const AttentionInput& in, AttentionPath path) {
     return o;
   }
   if (path == AttentionPath::kAuto) path = default_path.load();
-  const bool blocked_runs = blocked_attention_runs(in.q.scalar_type(), in.q.size(2)) &&
+  const bool blocked_runs = in.q.device().is_cpu() && blocked_attention_runs(in.q.scalar_type(), in.q.size(2)) &&
                             in.keys.scalar_type() == in.q.scalar_type() &&
                             in.values.scalar_type() == in.q.scalar_type();
   switch (path) {
     case AttentionPath::kAuto:
-      return blocked_runs ? attend_blocked(in) : attend_reference(in);
+      if (blocked_runs) return attend_blocked(in);
+#if MUSTDROP_HAVE_SDPA
+      return attend_fused(in);
+#else
+      return attend_reference(in);
+#endif
+    case AttentionPath::kFused:
+#if MUSTDROP_HAVE_SDPA
+      return attend_fused(in);
+#else
+      throw InternalError("attention: this build's LibTorch (" TORCH_VERSION ") has no fused scaled-dot-product attention");
+#endif
     case AttentionPath::kBlocked:
       if (!blocked_runs) {
         throw InternalError("attention: the blocked kernel does not run here (needs AVX-512, float32 or bfloat16, "
@@ -172,7 +239,7 @@ std::vector<int64_t> causal_visible(int64_t past, int64_t n, const at::Tensor& r
     for (int64_t i = 0; i < n; ++i) visible[static_cast<size_t>(i)] = std::min(n_keys, past + i + 1);
     return visible;
   }
-  at::Tensor r = read.to(at::kLong).contiguous();
+  at::Tensor r = to_host(read).to(at::kLong).contiguous();
   const int64_t* idx = r.data_ptr<int64_t>();
   const int64_t count = r.numel();
   for (int64_t i = 0; i < n; ++i) {  // entries at cache index <= the query's own

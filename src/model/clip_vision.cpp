@@ -6,12 +6,19 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "model/device.h"
 #include "model/llama.h"
 
 namespace mustdrop::model {
 namespace {
 
 at::Tensor quick_gelu(const at::Tensor& x) { return x * at::sigmoid(1.702 * x); }
+
+// Proportional attention's log-size bias ([B, T] sizes, kept on the host) as [B, 1, 1, T] on the
+// scores' device and in their dtype.
+at::Tensor size_bias(const at::Tensor& size, const at::Tensor& scores) {
+  return to_device(size, scores.device()).log().view({size.size(0), 1, 1, size.size(1)}).to(scores.scalar_type());
+}
 
 
 
@@ -84,15 +91,15 @@ ClipWeights ClipVision::load(const VisionConfig& c, const std::string& prefix, c
 }
 
 void ClipVision::random_tensors(const VisionConfig& c, const std::string& prefix, uint64_t seed,
-                                std::map<std::string, at::Tensor>& out, at::ScalarType dtype) {
+                                std::map<std::string, at::Tensor>& out, at::ScalarType dtype, const c10::Device& device) {
   ShapeMap shapes;
   expected_tensors(c, prefix, shapes);
-  out.merge(random_weights(shapes, seed, dtype));
+  out.merge(random_weights(shapes, seed, dtype, device));
 }
 
 at::Tensor ClipVision::embed(const at::Tensor& pixels) const {
   int64_t b = pixels.size(0);
-  at::Tensor x = pixels.to(weights_.patch_embedding.scalar_type());
+  at::Tensor x = to_device(pixels, weights_.patch_embedding.device()).to(weights_.patch_embedding.scalar_type());
   at::Tensor patches = at::conv2d(x, weights_.patch_embedding, {}, config_.patch_size);  // [B, D, g, g]
   int64_t gh = patches.size(2), gw = patches.size(3), d = patches.size(1);
   patches = patches.flatten(2).transpose(1, 2);  // [B, g*g, D]
@@ -118,9 +125,9 @@ at::Tensor ClipVision::layer(int i, const at::Tensor& x, const at::Tensor& size,
   auto split = [&](const at::Tensor& y) { return y.view({b, t, heads, hd}).transpose(1, 2); };  // [B, H, T, hd]
   at::Tensor q = split(at::linear(h, w.q_w, w.q_b)), k = split(at::linear(h, w.k_w, w.k_b)), v = split(at::linear(h, w.v_w, w.v_b));
   at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(hd));
-  if (proportional) scores = scores + size.log().view({b, 1, 1, t}).to(scores.scalar_type());
+  if (proportional) scores = scores + size_bias(size, scores);
   at::Tensor probs = at::softmax(scores.to(accumulate_type(scores.scalar_type())), -1).to(v.scalar_type());
-  if (cls_probs) *cls_probs = probs.select(2, 0).mean(1).narrow(1, 1, t - 1).to(at::kFloat);  // [B, T-1]
+  if (cls_probs) *cls_probs = to_host(probs.select(2, 0).mean(1).narrow(1, 1, t - 1).to(at::kFloat));  // [B, T-1]
   at::Tensor attn = at::matmul(probs, v).transpose(1, 2).reshape({b, t, d});
   at::Tensor y = x + at::linear(attn, w.o_w, w.o_b);
   at::Tensor m = at::layer_norm(y, {d}, w.ln2_w, w.ln2_b, config_.layer_norm_eps);
@@ -136,9 +143,9 @@ at::Tensor ClipVision::cls_attention_only(int i, const at::Tensor& x, const at::
   at::Tensor q = at::linear(h.narrow(1, 0, 1), w.q_w, w.q_b).view({b, 1, heads, hd}).transpose(1, 2);  // [B, H, 1, hd]
   at::Tensor k = at::linear(h, w.k_w, w.k_b).view({b, t, heads, hd}).transpose(1, 2);
   at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(hd));  // [B, H, 1, T]
-  if (proportional) scores = scores + size.log().view({b, 1, 1, t}).to(scores.scalar_type());
+  if (proportional) scores = scores + size_bias(size, scores);
   at::Tensor probs = at::softmax(scores.to(accumulate_type(scores.scalar_type())), -1);
-  return probs.squeeze(2).mean(1).narrow(1, 1, t - 1).to(at::kFloat);
+  return to_host(probs.squeeze(2).mean(1).narrow(1, 1, t - 1).to(at::kFloat));
 }
 
 VisionResult ClipVision::forward(const at::Tensor& pixels, const VisionRequest& req) const {

@@ -63,7 +63,8 @@ class ClipVision {
   static void expected_tensors(const VisionConfig& config, const std::string& prefix, ShapeMap& out);
   static ClipWeights load(const VisionConfig& config, const std::string& prefix, const Weights& w, at::ScalarType dtype);
   static void random_tensors(const VisionConfig& config, const std::string& prefix, uint64_t seed,
-                             std::map<std::string, at::Tensor>& out, at::ScalarType dtype = at::kFloat);
+                             std::map<std::string, at::Tensor>& out, at::ScalarType dtype = at::kFloat,
+                             const c10::Device& device = c10::Device(c10::DeviceType::CPU));
 
   const VisionConfig& config() const { return config_; }
   int n_layers() const { return static_cast<int>(weights_.layers.size()); }

@@ -6,12 +6,16 @@
 #include <algorithm>
 #include <chrono>
 
+#include "model/device.h"
+
 namespace mustdrop::model {
 
 int pick_token(const at::Tensor& logits_in, const GenerationOptions& o, at::Generator& gen) {
-  at::Tensor logits = logits_in.reshape({-1}).to(at::kFloat);
+  at::Tensor logits = logits_in.reshape({-1});
   if (o.vocab_limit > 0 && o.vocab_limit < logits.size(0)) logits = logits.narrow(0, 0, o.vocab_limit);
-  if (o.temperature <= 0) return static_cast<int>(logits.argmax().item<int64_t>());
+  // Greedy: only the id leaves the device. Sampling draws on the host, from the seeded generator.
+  if (o.temperature <= 0) return static_cast<int>(to_host(logits.argmax()).item<int64_t>());
+  logits = to_host(logits).to(at::kFloat);
   at::Tensor probs = at::softmax(logits / o.temperature, -1);
   if (o.top_p < 1.0) {
     auto sorted = probs.sort(-1, true);

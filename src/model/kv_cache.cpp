@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 
 #include "core/error.h"
+#include "model/device.h"
 
 namespace mustdrop::model {
 
@@ -132,7 +133,7 @@ void DenseKvCache::remove(int layer, const std::vector<int64_t>& indices) {
   for (int64_t i = 0; i < l.length; ++i) {
     if (!drop[static_cast<size_t>(i)]) keep.push_back(i);
   }
-  at::Tensor idx = at::tensor(keep, at::kLong);
+  at::Tensor idx = index_tensor(keep, l.k.device());
   int64_t n = static_cast<int64_t>(keep.size());
   at::Tensor k = l.k.narrow(1, 0, l.length).index_select(1, idx);
   at::Tensor v = l.v.narrow(1, 0, l.length).index_select(1, idx);

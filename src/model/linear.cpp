@@ -14,6 +14,7 @@ namespace {
 constexpr int64_t kParallelWork = int64_t{1} << 18;  // multiply-adds per thread's band, at least
 
 bool matvec_fits(const at::Tensor& x, const at::Tensor& w) {
+  if (!x.device().is_cpu() || !w.device().is_cpu()) return false;  // a host kernel (a GPU has its own products)
   const at::ScalarType t = x.scalar_type();
   if ((t != at::kFloat && t != at::kBFloat16) || w.scalar_type() != t) return false;
   if (x.dim() != 2 || w.dim() != 2 || x.size(0) > kernel::kMatvecMaxRows || x.size(1) != w.size(1)) return false;

@@ -1,5 +1,6 @@
 // The decoder's dense layer, y = x W^T (+ b): a memory-bound matrix-vector kernel for the few
-// rows of a decode step where the CPU has one, a LibTorch matrix product otherwise.
+// rows of a decode step where the CPU has one (host tensors), a LibTorch matrix product otherwise
+// (and on every GPU).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/sysinfo.h"
 #include "model/attention.h"
+#include "model/device.h"
 #include "model/linear.h"
 
 namespace mustdrop::model {
@@ -26,16 +27,16 @@ std::string layer_prefix(int i) { return "language_model.model.layers." + std::t
 at::ScalarType accumulate_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 void rope_tables(const at::Tensor& positions, int head_dim, const TextConfig& c, int64_t seq_len, at::Tensor* cos,
-                 at::Tensor* sin) {
+                 at::Tensor* sin, const c10::Device& device) {
   double base = c.rope_theta;
-  at::Tensor pos = positions.to(at::kDouble);
+  at::Tensor pos = to_device(positions, device).to(at::kDouble);
   if (c.rope_scaling_type == "linear") pos = pos / c.rope_scaling_factor;
   if (c.rope_scaling_type == "dynamic" && seq_len > c.max_position_embeddings) {
     double f = c.rope_scaling_factor;
     base *= std::pow(f * seq_len / c.max_position_embeddings - (f - 1), head_dim / (head_dim - 2.0));
   }
   at::Tensor inv_freq =
-      1.0 / at::pow(base, at::arange(0, head_dim, 2, at::TensorOptions().dtype(at::kDouble)) / head_dim);
+      1.0 / at::pow(base, at::arange(0, head_dim, 2, at::TensorOptions().dtype(at::kDouble).device(device)) / head_dim);
   at::Tensor freqs = at::outer(pos, inv_freq);  // [n, head_dim/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);
   *cos = emb.cos();  // float64: callers cast to their compute type
@@ -117,10 +118,10 @@ LlamaWeights LlamaModel::load(const TextConfig& c, const Weights& w, at::ScalarT
 }
 
 void LlamaModel::random_tensors(const TextConfig& c, uint64_t seed, std::map<std::string, at::Tensor>& out,
-                                at::ScalarType dtype) {
+                                at::ScalarType dtype, const c10::Device& device) {
   ShapeMap shapes;
   expected_tensors(c, shapes);
-  out.merge(random_weights(shapes, seed, dtype));
+  out.merge(random_weights(shapes, seed, dtype, device));
 }
 
 at::Tensor LlamaModel::embed(const std::vector<int>& ids) const {
@@ -131,7 +132,7 @@ at::Tensor LlamaModel::embed(const std::vector<int>& ids) const {
                           std::to_string(weights_.embed.size(0)) + ")");
     }
   }
-  return weights_.embed.index_select(0, at::tensor(v, at::kLong)).to(weights_.dtype);
+  return weights_.embed.index_select(0, index_tensor(v, weights_.embed.device())).to(weights_.dtype);
 }
 
 at::Tensor LayerHook::read_entries(int, int64_t) { return at::Tensor(); }
@@ -146,21 +147,23 @@ at::Tensor LlamaModel::attention(int layer, const at::Tensor& x, const at::Tenso
   at::Tensor v = dense(x, w.v, w.v_bias).view({n, kv_heads, hd}).transpose(0, 1);
   int64_t past = cache.length(layer);
   at::Tensor cos, sin;
-  rope_tables(positions, static_cast<int>(hd), config_, past + n, &cos, &sin);
+  rope_tables(positions, static_cast<int>(hd), config_, past + n, &cos, &sin, x.device());
   q = apply_rope(q, cos, sin);
   k = apply_rope(k, cos, sin);
   cache.append(layer, k, v);
   at::Tensor keys = cache.keys(layer), values = cache.values(layer);  // [kv_heads, S, hd]
   if (read.defined()) {
     // A subset of the entries (the new tokens' own among them); the rest stay cached.
-    // Ascending: its ends bound it.
-    const int64_t n_read = read.numel(), *r = read.data_ptr<int64_t>();
+    // Ascending: its ends bound it (read on the host, where the pruner made it).
+    const at::Tensor host_read = to_host(read).contiguous();
+    const int64_t n_read = host_read.numel(), *r = host_read.data_ptr<int64_t>();
     if (n_read > 0 && (r[0] < 0 || r[n_read - 1] >= keys.size(1))) {
       throw InternalError("layer " + std::to_string(layer) + ": an entry to read lies outside the cache's " +
                           std::to_string(keys.size(1)));
     }
-    keys = keys.index_select(1, read);
-    values = values.index_select(1, read);
+    const at::Tensor on_device = to_device(read, keys.device());
+    keys = keys.index_select(1, on_device);
+    values = values.index_select(1, on_device);
   }
   AttentionInput in{q, keys, values, causal_visible(past, n, read, keys.size(1)), rows};
   AttentionOutput att = attend(in);
@@ -216,7 +219,7 @@ LlmOutput LlamaModel::forward(const LlmForward& in) const {
   const CachedRows& cached = in.cached;
   const int last = in.last_layer >= 0 ? std::min(in.last_layer, n_layers() - 1) : n_layers() - 1;
   LlmOutput out;
-  at::Tensor h = in.hidden.to(weights_.dtype);
+  at::Tensor h = to_device(in.hidden, device()).to(weights_.dtype);
   at::Tensor positions = in.positions;
   for (int i = 0; i <= last; ++i) {
     // Cached rows sit in front of the new ones (in this layer's cache, not in h) up to after_layer.
@@ -271,7 +274,7 @@ void LlamaModel::shift_positions(KvCache& cache, int first_layer, int last_layer
                                  const at::Tensor& to) const {
   // Dynamic scaling changes the base only past max_position_embeddings, where no cached key lies.
   at::Tensor cos, sin;
-  rope_tables(to - from, head_dim(), config_, 0, &cos, &sin);
+  rope_tables(to - from, head_dim(), config_, 0, &cos, &sin, device());
   const at::ScalarType acc = accumulate_type(dtype());  // converted once, not per head
   cos = cos.to(acc);
   sin = sin.to(acc);

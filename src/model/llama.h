@@ -84,9 +84,10 @@ struct LlmOutput {
 
 // float64 for float64 tensors, else float32: the type softmax, norms and RoPE run in.
 at::ScalarType accumulate_type(at::ScalarType t);
-// RoPE cos/sin tables for `positions` ([n] int64): each [n, head_dim], float64.
+// RoPE cos/sin tables for `positions` ([n] int64, host or `device`): each [n, head_dim], float64,
+// computed on `device`.
 void rope_tables(const at::Tensor& positions, int head_dim, const TextConfig& config, int64_t seq_len, at::Tensor* cos,
-                 at::Tensor* sin);
+                 at::Tensor* sin, const c10::Device& device = c10::Device(c10::DeviceType::CPU));
 // Applies RoPE (rotate-half convention) to x [heads, n, head_dim].
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
@@ -104,10 +105,12 @@ class LlamaModel {
   static LlamaWeights load(const TextConfig& config, const Weights& weights, at::ScalarType dtype);
   // Random weights (normal, std 0.02; norms 1) from `seed`, as named tensors.
   static void random_tensors(const TextConfig& config, uint64_t seed, std::map<std::string, at::Tensor>& out,
-                             at::ScalarType dtype = at::kFloat);
+                             at::ScalarType dtype = at::kFloat, const c10::Device& device = c10::Device(c10::DeviceType::CPU));
 
   const TextConfig& config() const { return config_; }
   int n_layers() const { return static_cast<int>(weights_.layers.size()); }
+  // Where the weights (and so every activation and cache entry) are.
+  c10::Device device() const { return weights_.norm.device(); }
   int head_dim() const { return config_.hidden_size / config_.num_attention_heads; }
   // The compute dtype of the weights and activations.
   at::ScalarType dtype() const { return weights_.dtype; }

@@ -8,8 +8,21 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "model/device.h"
 
 namespace mustdrop::model {
+
+namespace {
+
+// Before any weight is read: a device this process cannot use, or a dtype it cannot compute in.
+void check_load_options(const LoadOptions& options) {
+  check_device(options.device);
+  if (options.dtype == at::kHalf && options.device.is_cpu()) {
+    throw ConfigError("dtype f16 computes on a GPU only (use a cuda device, or bf16 or f32)");
+  }
+}
+
+}  // namespace
 
 std::unique_ptr<VisionLanguageModel> build_model(const ModelConfig& config, const Weights& weights,
                                                  at::ScalarType dtype) {
@@ -35,9 +48,9 @@ ShapeMap VisionLanguageModel::expected_tensors(const ModelConfig& c) {
 }
 
 std::map<std::string, at::Tensor> VisionLanguageModel::random_tensors(const ModelConfig& c, uint64_t seed,
-                                                                      at::ScalarType dtype) {
+                                                                      at::ScalarType dtype, const c10::Device& device) {
   std::map<std::string, at::Tensor> out;
-  LlamaModel::random_tensors(c.text, seed, out, dtype);
+  LlamaModel::random_tensors(c.text, seed, out, dtype, device);
   ShapeMap towers;
   if (c.is_video_llava()) {
     video_llava_tower_tensors(c, towers);
@@ -48,9 +61,19 @@ std::map<std::string, at::Tensor> VisionLanguageModel::random_tensors(const Mode
   std::map<std::string, bool> prefixes;
   for (const auto& [name, shape] : towers) prefixes[name.substr(0, name.find(".vision_model.") + 14)] = true;
   uint64_t k = 1;
-  for (const auto& [prefix, unused] : prefixes) ClipVision::random_tensors(c.vision, prefix, seed + 1000 * k++, out, dtype);
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
+  for (const auto& [prefix, unused] : prefixes) {
+    ClipVision::random_tensors(c.vision, prefix, seed + 1000 * k++, out, dtype, device);
+  }
   int64_t dv = c.vision.hidden_size, dt = c.text.hidden_size;
+  if (!device.is_cpu()) {
+    out.merge(random_weights({{"multi_modal_projector.linear_1.weight", {dt, dv}},
+                              {"multi_modal_projector.linear_1.bias", {dt}},
+                              {"multi_modal_projector.linear_2.weight", {dt, dt}},
+                              {"multi_modal_projector.linear_2.bias", {dt}}},
+                             seed + 7, dtype, device));
+    return out;
+  }
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
   out["multi_modal_projector.linear_1.weight"] = at::normal(0.0, 0.02, {dt, dv}, gen).to(dtype);
   out["multi_modal_projector.linear_1.bias"] = at::normal(0.0, 0.01, {dt}, gen).to(dtype);
   out["multi_modal_projector.linear_2.weight"] = at::normal(0.0, 0.02, {dt, dt}, gen).to(dtype);
@@ -60,10 +83,12 @@ std::map<std::string, at::Tensor> VisionLanguageModel::random_tensors(const Mode
 
 std::unique_ptr<VisionLanguageModel> load_model_dir(const std::string& dir, const LoadOptions& options) {
   namespace fs = std::filesystem;
+  check_load_options(options);
   if (!fs::is_directory(dir)) throw ModelError(dir + ": not a model directory");
   ModelConfig config = parse_model_config((fs::path(dir) / "config.json").string());
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(dir);
   std::unique_ptr<Weights> weights = Weights::open(dir);
+  weights->set_device(options.device);
   std::unique_ptr<VisionLanguageModel> m = build_model(config, *weights, options.dtype);
   m->tokenizer_ = std::move(tokenizer);
   if (m->tokenizer_->vocab_size() > config.text.vocab_size) {
@@ -79,7 +104,9 @@ std::unique_ptr<VisionLanguageModel> VisionLanguageModel::load(const std::string
 
 std::unique_ptr<VisionLanguageModel> VisionLanguageModel::random(const ModelConfig& config, uint64_t seed,
                                                                  const LoadOptions& options) {
-  std::unique_ptr<Weights> w = Weights::from_tensors(random_tensors(config, seed, options.dtype));
+  check_load_options(options);
+  std::unique_ptr<Weights> w = Weights::from_tensors(random_tensors(config, seed, options.dtype, options.device));
+  w->set_device(options.device);
   return build_model(config, *w, options.dtype);
 }
 

@@ -31,7 +31,8 @@ enum class Media {
 };
 
 struct LoadOptions {
-  at::ScalarType dtype = at::kFloat;  // compute dtype
+  at::ScalarType dtype = at::kFloat;  // compute dtype (f32, bf16; f16 on a GPU only)
+  c10::Device device = c10::Device(c10::DeviceType::CPU);  // where weights live and everything computes (model/device.h)
 };
 
 class VisionLanguageModel {
@@ -48,7 +49,8 @@ class VisionLanguageModel {
   static ShapeMap expected_tensors(const ModelConfig& config);
   // Random weights for `config` under the same names.
   static std::map<std::string, at::Tensor> random_tensors(const ModelConfig& config, uint64_t seed,
-                                                          at::ScalarType dtype = at::kFloat);
+                                                          at::ScalarType dtype = at::kFloat,
+                                                          const c10::Device& device = c10::Device(c10::DeviceType::CPU));
 
   const ModelConfig& config() const { return config_; }
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }

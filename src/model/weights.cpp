@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <sstream>
 
@@ -19,6 +20,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "model/device.h"
 
 namespace mustdrop::model {
 namespace {
@@ -228,6 +230,8 @@ void Weights::check(const ShapeMap& expected) const {
 }
 
 at::Tensor Weights::get_stored(const std::string& name, at::ScalarType fallback) const {
+  // On a GPU the whole table is resident anyway: in the compute dtype, like every other weight.
+  if (!device_.is_cpu()) return get(name, fallback);
   auto it = entries_.find(name);
   if (it == entries_.end()) throw ModelError(where_ + ": missing tensor '" + name + "'");
   const Entry& e = it->second;
@@ -240,6 +244,19 @@ at::Tensor Weights::get_stored(const std::string& name, at::ScalarType fallback)
 }
 
 at::Tensor Weights::get(const std::string& name, at::ScalarType dtype) const {
+  if (device_.is_cpu()) return get_on_host(name, dtype);
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw ModelError(where_ + ": missing tensor '" + name + "'");
+  const Entry& e = it->second;
+  at::ScalarType stored = e.view ? scalar_type(e.view->dtype, e.file->path() + ": tensor '" + e.view->name + "'")
+                                 : e.tensor.scalar_type();
+  // Mapped bytes (or the tensor held) cross once, in the stored dtype; the GPU converts.
+  at::Tensor t = to_device(get_on_host(name, stored), device_).to(dtype).contiguous();
+  if (e.view) e.view->release_pages();
+  return t;
+}
+
+at::Tensor Weights::get_on_host(const std::string& name, at::ScalarType dtype) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) throw ModelError(where_ + ": missing tensor '" + name + "'");
   const Entry& e = it->second;
@@ -269,26 +286,39 @@ at::Tensor Weights::get(const std::string& name, at::ScalarType dtype) const {
   return converted;
 }
 
-std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_t seed, at::ScalarType dtype) {
-  std::map<std::string, at::Tensor> out;
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_t seed, at::ScalarType dtype,
+                                                 const c10::Device& device) {
   auto ends_with = [](const std::string& s, const char* tail) {
     size_t n = std::strlen(tail);
     return s.size() >= n && s.compare(s.size() - n, n, tail) == 0;
   };
+  // The host's generator is serial (a 7B model's 7e9 numbers take minutes there): on a GPU the
+  // numbers are drawn there, from its own generator seeded with `seed`.
+  const bool host = device.is_cpu();
+  at::Generator gen = host ? at::make_generator<at::CPUGeneratorImpl>(seed) : at::globalContext().defaultGenerator(device);
+  if (!host) {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(seed);
+  }
+  std::map<std::string, at::Tensor> out;
   for (const auto& [name, shape] : shapes) {
     bool norm = name.find("norm") != std::string::npos && ends_with(name, ".weight");
-    bool bias = ends_with(name, ".bias");
+    const double sd = ends_with(name, ".bias") ? 0.01 : 0.02;
+    if (!host) {
+      at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype).device(device));
+      out[name] = norm ? t.fill_(1) : t.normal_(0.0, sd, gen);
+      continue;
+    }
     // Drawn in float32 (the same numbers whatever the dtype), stored in `dtype` at once: a 7B
     // preset never holds a float32 copy of itself.
-    out[name] = (norm ? at::ones(shape) : at::normal(0.0, bias ? 0.01 : 0.02, shape, gen)).to(dtype);
+    out[name] = (norm ? at::ones(shape) : at::normal(0.0, sd, shape, gen)).to(dtype);
   }
   return out;
 }
 
 TensorData to_tensor_data(const std::string& name, const at::Tensor& tensor, DType dtype) {
   at::ScalarType st = dtype == DType::kF16 ? at::kHalf : dtype == DType::kBF16 ? at::kBFloat16 : at::kFloat;
-  at::Tensor t = tensor.to(st).contiguous();
+  at::Tensor t = to_host(tensor).to(st).contiguous();
   TensorData d;
   d.name = name;
   d.dtype = dtype;

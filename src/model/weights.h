@@ -32,6 +32,11 @@ class Weights {
   static std::unique_ptr<Weights> from_tensors(std::map<std::string, at::Tensor> tensors);
   ~Weights();
 
+  // Where get() and get_stored() put tensors (the host by default). On a GPU each tensor goes
+  // there in the dtype it is stored in and is converted there; the host never holds a converted copy.
+  void set_device(const c10::Device& device) { device_ = device; }
+  const c10::Device& device() const { return device_; }
+
   // One ModelError listing every missing, unexpected and wrong-shaped tensor (canonical names),
   // naming the directory. Returns normally when the names and shapes match exactly.
   void check(const ShapeMap& expected) const;
@@ -58,13 +63,17 @@ class Weights {
     at::Tensor tensor;                 // held in memory
     std::shared_ptr<const SafetensorsFile> file;
   };
+  at::Tensor get_on_host(const std::string& name, at::ScalarType dtype) const;
   std::string where_;
   std::map<std::string, Entry> entries_;
+  c10::Device device_ = c10::Device(c10::DeviceType::CPU);
 };
 
 // Random weights for `shapes` from `seed` (the usual initialisation: normal with std 0.02,
-// biases std 0.01, normalisation weights 1), for generated and preset models.
-std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_t seed, at::ScalarType dtype = at::kFloat);
+// biases std 0.01, normalisation weights 1), for generated and preset models. On a GPU they are
+// drawn there, from its generator (other numbers than the host's for the same seed).
+std::map<std::string, at::Tensor> random_weights(const ShapeMap& shapes, uint64_t seed, at::ScalarType dtype = at::kFloat,
+                                                 const c10::Device& device = c10::Device(c10::DeviceType::CPU));
 
 // Converts a tensor to safetensors bytes (contiguous, little-endian) in `dtype` (kF32, kF16 or kBF16).
 TensorData to_tensor_data(const std::string& name, const at::Tensor& tensor, DType dtype);

@@ -6,14 +6,16 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "model/device.h"
 
 namespace mustdrop::prune {
 namespace {
 
-at::Tensor index_tensor(const std::vector<int64_t>& idx, int64_t offset) {
+// `idx` + `offset` as an index on `device`: that of the tensor whose rows it picks.
+at::Tensor index_tensor(const std::vector<int64_t>& idx, int64_t offset, const c10::Device& device) {
   std::vector<int64_t> shifted(idx);
   for (auto& i : shifted) i += offset;
-  return at::tensor(shifted, at::TensorOptions().dtype(at::kLong));
+  return model::index_tensor(shifted, device);
 }
 
 // Replaces rows [offset, offset + n) of `t` by `rows` (the new token list).
@@ -87,27 +89,44 @@ std::vector<Growth> apply_plan(const KeepPlan& plan, PlanTarget& target, const s
     }
     return w;
   };
+  // Every group's members and weights laid end to end (group of keep[k]: `span[k]` = offset,
+  // count), so each merged tensor takes them to its device in one index and one weight vector,
+  // not two host-to-device copies per group.
+  std::vector<int64_t> all_members;
+  std::vector<double> all_weights;
+  std::vector<std::pair<int64_t, int64_t>> span(plan.keep.size(), {0, 0});
+  if (!target.merged.empty()) {
+    for (size_t k = 0; k < plan.keep.size(); ++k) {
+      auto it = merge_of.find(plan.keep[k]);
+      if (it == merge_of.end()) continue;
+      std::vector<double> w = weights_of(*it->second);
+      span[k] = {static_cast<int64_t>(all_members.size()), static_cast<int64_t>(w.size())};
+      all_members.insert(all_members.end(), it->second->members.begin(), it->second->members.end());
+      all_weights.insert(all_weights.end(), w.begin(), w.end());
+    }
+  }
   for (at::Tensor* t : target.merged) {
     at::Tensor rows = t->narrow(0, target.offset, n);
-    at::Tensor out = rows.index_select(0, index_tensor(plan.keep, 0));
+    at::Tensor out = rows.index_select(0, index_tensor(plan.keep, 0, rows.device()));
     if (!plan.merges.empty()) {
       out = out.clone();
+      at::Tensor member_idx = index_tensor(all_members, 0, rows.device());
+      at::Tensor weight = model::to_device(
+          at::tensor(all_weights, at::TensorOptions().dtype(at::kDouble)).to(rows.scalar_type()), rows.device());
       for (size_t k = 0; k < plan.keep.size(); ++k) {
-        auto it = merge_of.find(plan.keep[k]);
-        if (it == merge_of.end()) continue;
-        const MergeGroup& g = *it->second;
-        std::vector<double> w = weights_of(g);
-        at::Tensor members = rows.index_select(0, index_tensor(g.members, 0));
-        at::Tensor wt = at::tensor(w, at::TensorOptions().dtype(at::kDouble)).to(members.scalar_type());
+        const auto [begin, count] = span[k];
+        if (count == 0) continue;
+        at::Tensor members = rows.index_select(0, member_idx.narrow(0, begin, count));
+        at::Tensor wt = weight.narrow(0, begin, count);
         std::vector<int64_t> shape(static_cast<size_t>(members.dim()), 1);
-        shape[0] = static_cast<int64_t>(w.size());
+        shape[0] = count;
         out[static_cast<int64_t>(k)].copy_((members * wt.view(shape)).sum(0));
       }
     }
     *t = splice(*t, target.offset, n, out);
   }
   for (at::Tensor* t : target.gathered) {
-    at::Tensor out = t->narrow(0, target.offset, n).index_select(0, index_tensor(plan.keep, 0));
+    at::Tensor out = t->narrow(0, target.offset, n).index_select(0, index_tensor(plan.keep, 0, t->device()));
     *t = splice(*t, target.offset, n, out);
   }
 
@@ -143,6 +162,7 @@ std::vector<Growth> apply_plan(const KeepPlan& plan, PlanTarget& target, const s
     std::vector<double> sizes;
     for (const auto& e : next) sizes.push_back(e.size);
     at::Tensor s = at::tensor(sizes, at::TensorOptions().dtype(at::kDouble)).to(target.size->scalar_type());
+    s = model::to_device(s, target.size->device());  // spliced between its own rows, wherever they live
     *target.size = splice(*target.size, target.offset, n, s);
   }
   std::vector<Growth> growths;

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/timing.h"
+#include "model/device.h"
 #include "model/flops.h"
 
 namespace mustdrop::prune {
@@ -148,7 +149,7 @@ class PrefillStages : public model::LayerHook {
     const int64_t n = st.hidden.size(0);
     auto it = std::find(rows_.begin(), rows_.end(), n - 1);
     if (!st.attention.defined() || it == rows_.end()) return;
-    at::Tensor row = st.attention[it - rows_.begin()].to(at::kDouble).contiguous();
+    at::Tensor row = model::to_host(st.attention[it - rows_.begin()]).to(at::kDouble).contiguous();  // read below
     const int64_t n_vision = static_cast<int64_t>(ledger_.size());
     if (base_.vision_begin + n_vision > row.size(0)) return;
     const double* w = row.data_ptr<double>() + base_.vision_begin;
@@ -263,6 +264,7 @@ class DecodeReads : public model::LayerHook {
       if (keep) read.push_back(begin + j);
     }
     for (int64_t i = begin + n_vision; i < n_entries; ++i) read.push_back(i);
+    // An index list, so on the host (the layer checks it there and moves it next to its keys).
     return at::tensor(read, at::TensorOptions().dtype(at::kLong));
   }
 

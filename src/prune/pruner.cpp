@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "model/device.h"
 
 namespace mustdrop::prune {
 
@@ -39,7 +40,7 @@ int64_t TokenPruner::max_kept(const View& view) const {
 }
 
 std::vector<int64_t> top_k_ascending(const at::Tensor& scores, int64_t k) {
-  at::Tensor s = scores.to(at::kDouble).contiguous();
+  at::Tensor s = model::to_host(scores).to(at::kDouble).contiguous();  // scores are read here, on the host
   int64_t n = s.numel();
   k = std::max<int64_t>(0, std::min(k, n));
   std::vector<int64_t> idx(static_cast<size_t>(n));
@@ -83,12 +84,13 @@ at::Tensor text_to_vision(const View& v, const std::vector<int64_t>& rows_wanted
     if (it == v.rows.end()) throw InternalError("prefill stage: attention row " + std::to_string(r) + " missing");
     at_rows.push_back(it - v.rows.begin());
   }
-  at::Tensor a = v.attention.index_select(0, at::tensor(at_rows, at::TensorOptions().dtype(at::kLong)));
-  return a.narrow(1, v.vision_begin, v.n_vision).to(at::kDouble);
+  at::Tensor a = v.attention.index_select(0, model::index_tensor(at_rows, v.attention.device()));
+  // Scores are bookkeeping: the block comes back on the host, wherever the rows were computed.
+  return model::to_host(a.narrow(1, v.vision_begin, v.n_vision)).to(at::kDouble);
 }
 
 std::vector<int64_t> keep_top_with_s(const at::Tensor& scores, int64_t budget, const std::vector<TokenInfo>& tokens) {
-  at::Tensor s = scores.to(at::kDouble).clone();
+  at::Tensor s = model::to_host(scores).to(at::kDouble).clone();  // written element by element: on the host
   std::vector<int64_t> important = important_indices(tokens);
   for (int64_t i : important) s[i] = -std::numeric_limits<double>::infinity();  // taken anyway
   int64_t others = std::max<int64_t>(0, budget - static_cast<int64_t>(important.size()));

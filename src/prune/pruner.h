@@ -65,7 +65,10 @@ struct KeepPlan {
   static KeepPlan keep_all(int64_t n);
 };
 
-// What a pruner is shown when it decides. Fields not used by its stage are empty.
+// What a pruner is shown when it decides. Fields not used by its stage are empty. `hidden` and
+// `prompt_embeddings` lie on the model's device (model/device.h); `cls_attention` and `attention`
+// on the host. A pruner reduces heavy tensors where they lie and reads only small results on the
+// host (model::to_host); indices it applies to them go there with model::index_tensor.
 struct View {
   Stage stage = Stage::VisionLayer;
   int layer = 0;               // ViT or LLM layer just run (Decode: the cache layer)
@@ -130,15 +133,17 @@ class TokenPruner {
   virtual void forget(const std::vector<int64_t>& ids) { (void)ids; }
 };
 
-// Indices of the `k` largest `scores` (ties: lower index first), returned ascending.
+// Indices of the `k` largest `scores` (ties: lower index first), returned ascending. Reads the
+// scores on the host (a copy when they lie on a device).
 std::vector<int64_t> top_k_ascending(const at::Tensor& scores, int64_t k);
 // Per-frame budget of a vision block: n_frames * per_frame, at most n.
 int64_t frame_budget(int64_t per_frame, int64_t n_frames, int64_t n);
 // Tokens a count-or-ratio setting keeps of a prefill view's vision block: per_frame per frame
 // when per_frame > 0, else round(ratio * n_vision).
 int64_t count_or_ratio(int64_t per_frame, double ratio, const View& view);
-// The head-mean attention of `rows_wanted` (sequence indices) to the vision block, [rows, n_v],
-// cut from a prefill view's attention rows. Throws InternalError when a row is missing.
+// The head-mean attention of `rows_wanted` (sequence indices) to the vision block, [rows, n_v]
+// float64 on the host, cut from a prefill view's attention rows. Throws InternalError when a row
+// is missing.
 at::Tensor text_to_vision(const View& view, const std::vector<int64_t>& rows_wanted);
 // Keep list: S plus the best-scored other tokens up to `budget` in total (ascending).
 std::vector<int64_t> keep_top_with_s(const at::Tensor& scores, int64_t budget, const std::vector<TokenInfo>& tokens);

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "model/device.h"
 #include "model/flops.h"
 
 namespace mustdrop::session {
@@ -24,9 +25,9 @@ at::Tensor long_range(int64_t from, int64_t n) {
 // A copy of `f` keeping the rows `keep` (ascending).
 std::shared_ptr<MemoryFrame> keep_rows(const MemoryFrame& f, const std::vector<int64_t>& keep) {
   auto out = std::make_shared<MemoryFrame>(f);
-  at::Tensor idx = at::tensor(keep, at::kLong);
-  out->tokens = f.tokens.index_select(0, idx);
-  if (f.positions.defined()) out->positions = f.positions.index_select(0, idx);
+  // Tokens live on the model's device, positions on the host.
+  out->tokens = f.tokens.index_select(0, model::index_tensor(keep, f.tokens.device()));
+  if (f.positions.defined()) out->positions = f.positions.index_select(0, at::tensor(keep, at::kLong));
   out->ledger.clear();
   for (int64_t i : keep) out->ledger.push_back(f.ledger[static_cast<size_t>(i)]);
   return out;

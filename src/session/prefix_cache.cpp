@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "core/error.h"
+#include "model/device.h"
 
 namespace mustdrop::session {
 
@@ -144,11 +145,12 @@ std::shared_ptr<PrefixStorage> PrefixCache::copy_storage(const std::vector<int64
     s->system_ids = storage_->system_ids;
     s->n_system = storage_->n_system;
   }
-  at::Tensor idx = at::tensor(keep, at::kLong);
+  const at::TensorOptions options = at::TensorOptions().dtype(dtype).device(llm.device());
+  at::Tensor idx = model::index_tensor(keep, llm.device());
   const int64_t n = static_cast<int64_t>(keep.size());
   for (int l = 0; l <= last_layer_; ++l) {
     for (std::vector<at::Tensor>* part : {&s->k, &s->v}) {
-      at::Tensor t = model::kv_storage(c.num_key_value_heads, capacity, llm.head_dim(), at::TensorOptions().dtype(dtype));
+      at::Tensor t = model::kv_storage(c.num_key_value_heads, capacity, llm.head_dim(), options);
       if (n > 0) {
         // A head at a time, straight into place: no temporary of a whole layer's entries.
         const at::Tensor& old = (part == &s->k ? storage_->k : storage_->v)[static_cast<size_t>(l)];
@@ -160,7 +162,7 @@ std::shared_ptr<PrefixStorage> PrefixCache::copy_storage(const std::vector<int64
       part->push_back(t);
     }
   }
-  s->hidden = at::empty({capacity, c.hidden_size}, at::TensorOptions().dtype(dtype));
+  s->hidden = at::empty({capacity, c.hidden_size}, options);
   if (n > 0) {
     at::Tensor into = s->hidden.narrow(0, 0, n);
     at::index_select_out(into, storage_->hidden, 0, idx);

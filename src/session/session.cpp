@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/sysinfo.h"
 #include "core/timing.h"
+#include "model/device.h"
 #include "model/flops.h"
 #include "model/kv_cache.h"
 
@@ -169,6 +170,7 @@ AnswerStats Session::answer(const MemorySnapshot& memory, const std::string& que
   prune::PrefillRun run = stages.prefill(model_, layout, std::move(vision), ledger, n_frames, cache, positions,
                                           prefix_hidden, ground_.load());
   const model::LlmOutput& out = run.out;
+  model::synchronize(llm.device());  // on a GPU the work above is only queued
   st.prefill_ms = ms_since(t0);
   release_free_memory();
   // Decode stages: right after prefill (step 0) and after each step. The cache lengths at the

@@ -109,6 +109,49 @@ TEST(Prune, BenchPrintsOneRowPerPipelineAgainstNone) {
   }
 }
 
+// bench_table (the model-only table, for machines without video) over the frames `probe
+// --save-frames` wrote gives what `mustdrop bench` gives over the video itself: the same tokens
+// at every stage, FLOPs and answers, row by row. A frames file of the wrong size is refused,
+// naming the file.
+TEST(Prune, BenchTableOnSavedFramesEqualsBenchOnTheVideo) {
+  const std::string frames = temp_dir() + "/frames-3.safetensors";
+  ProcResult p = mustdrop({"probe", clip(), "--frames", "3", "--save-frames", frames});
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const std::string pipelines = pipeline("mustdrop") + "," + pipeline("fastv_64") + "," + pipeline("tome_64");
+  const std::string bench_json = temp_dir() + "/bench-video.json", table_json = temp_dir() + "/bench-table.json";
+  ProcResult b = mustdrop({"bench", "--model", tiny_model(), "--video", clip(), "--frames", "3", "-q", "What moves?",
+                           "--pipelines", pipelines, "--repeats", "1", "--warmup", "0", "--max-new-tokens", "6",
+                           "--json", bench_json});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  ProcResult t = run_process({tool_binary("bench_table"), "--model", tiny_model(), "--frames", frames, "-q",
+                              "What moves?", "--pipelines", pipelines, "--warmup", "0", "--max-new-tokens", "6",
+                              "--json", table_json},
+                             300);
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  const json video = read_json(bench_json)["pipelines"], table = read_json(table_json)["pipelines"];
+  ASSERT_EQ(video.size(), 4u);
+  ASSERT_EQ(table.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    const std::string what = video[i]["pipeline"].get<std::string>();
+    EXPECT_EQ(table[i]["pipeline"], video[i]["pipeline"]);
+    for (const char* key : {"n_vision_tokens_in", "n_vision_tokens_to_llm", "n_vision_kv_after_decode", "answer_ids"}) {
+      EXPECT_EQ(table[i][key], video[i][key]) << what << " " << key;
+    }
+    EXPECT_DOUBLE_EQ(table[i]["flops_total"].get<double>(), video[i]["flops_total"].get<double>()) << what;
+    EXPECT_EQ(table[i]["transfers"]["to_device"], 0) << "a host run crosses nothing";
+  }
+  EXPECT_NE(t.out.find("| mustdrop |"), std::string::npos) << t.out;
+
+  // The tiny tower takes 336 x 336: frames saved at another size are refused, naming the file.
+  const std::string small = temp_dir() + "/frames-small.safetensors";
+  ASSERT_EQ(mustdrop({"probe", clip(), "--frames", "2", "--size", "224", "--save-frames", small}).exit_code, 0);
+  ProcResult bad = run_process({tool_binary("bench_table"), "--model", tiny_model(), "--frames", small, "--pipelines",
+                                pipeline("none")});
+  EXPECT_EQ(bad.exit_code, 3);
+  EXPECT_NE(bad.err.find(small), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("[frames, 3, 336, 336]"), std::string::npos) << bad.err;
+}
+
 TEST(PruneErrors, UnknownPrunerIsExit2NamingFileAndKnownNames) {
   std::string p = temp_dir() + "/unknown_pruner.yaml";
   std::ofstream(p) << "name: x\nchain: [mustdrop.lsm, fastvv]\n";

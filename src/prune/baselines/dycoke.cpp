@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "model/device.h"
 
 namespace mustdrop::prune {
 
@@ -60,10 +61,11 @@ KeepPlan DyCokeTtm::decide(const View& v) {
     there.push_back(it->second);
   }
   if (!here.empty()) {
-    auto opts = at::TensorOptions().dtype(at::kLong);
-    at::Tensor h = at::tensor(here, opts);
-    at::Tensor cos = (full.unit.index_select(0, h) * earlier.unit.index_select(0, at::tensor(there, opts))).sum(1);
-    score.index_copy_(0, h, -cos.to(at::kDouble));
+    // Features stay on the model's device; only the cosines come to the host score.
+    at::Tensor cos = (full.unit.index_select(0, model::index_tensor(here, full.unit.device())) *
+                      earlier.unit.index_select(0, model::index_tensor(there, earlier.unit.device())))
+                         .sum(1);
+    score.index_copy_(0, at::tensor(here, at::TensorOptions().dtype(at::kLong)), -model::to_host(cos).to(at::kDouble));
   }
   std::vector<TokenInfo> patches(tokens.begin() + 1, tokens.end());
   const int64_t budget = static_cast<int64_t>((1.0 - o_.merging_ratio) * static_cast<double>(n - 1));
@@ -96,7 +98,8 @@ at::Tensor DyCokeKv::vision_attention(const View& v) const {
     throw InternalError("dycoke.kv: attention over " + std::to_string(v.attention.size(1)) + " entries, vision block [" +
                         std::to_string(v.vision_begin) + ", " + std::to_string(v.vision_begin + v.n_vision) + ")");
   }
-  return v.attention[v.attention.size(0) - 1].narrow(0, v.vision_begin, v.n_vision).to(at::kDouble);
+  // On the host (also `previous_`, compared with it): a score read by item() and top-k.
+  return model::to_host(v.attention[v.attention.size(0) - 1].narrow(0, v.vision_begin, v.n_vision)).to(at::kDouble);
 }
 
 bool DyCokeKv::selects(const View& v) const {

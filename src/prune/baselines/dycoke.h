@@ -74,7 +74,7 @@ class DyCokeTtm : public TokenPruner {
   // Features by grid position (patch index) of one frame, before pruning.
   struct Frame {
     std::vector<int64_t> patch;  // patch index of each row
-    at::Tensor unit;             // [rows, D] L2-normalised features
+    at::Tensor unit;             // [rows, D] L2-normalised features, on the model's device
   };
   DyCokeTtmOptions o_;
   int64_t seen_ = 0;  // frames decided since the stream began (position in the group: seen_ % 4)
@@ -101,7 +101,7 @@ class DyCokeKv : public TokenPruner {
   bool selects(const View& view) const;
 
  private:
-  at::Tensor vision_attention(const View& view) const;  // [n_v] float64
+  at::Tensor vision_attention(const View& view) const;  // [n_v] float64, on the host
   DyCokeKvOptions o_;
   at::Tensor previous_;                 // the previous step's vision attention (undefined: none yet)
   std::vector<int64_t> selected_ids_;   // kReuse: the last selection, by token id

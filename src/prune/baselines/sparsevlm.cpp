@@ -7,6 +7,7 @@
 #include <limits>
 #include <numeric>
 
+#include "model/device.h"
 
 namespace mustdrop::prune {
 namespace {
@@ -24,7 +25,8 @@ int64_t matrix_rank(const at::Tensor& m) {
 // Density-peak clustering over the rows of `x` ([n, C]), as SparseVLM v1 does it: local
 // density from the distances to the `n_centers` nearest rows (the row itself included),
 // distance to the nearest denser row, centres = the largest density * distance. Returns the
-// centres (indices) and each row's centre (index into the centres).
+// centres (indices) and each row's centre (index into the centres). Computes where `x_in` lives
+// (hidden states: the model's device); only the centre scores and assignments come to the host.
 void dpc_knn(const at::Tensor& x_in, int64_t n_centers, std::vector<int64_t>& centers, std::vector<int64_t>& assign) {
   at::Tensor x = x_in.to(at::kDouble);
   const int64_t n = x.size(0);
@@ -34,14 +36,14 @@ void dpc_knn(const at::Tensor& x_in, int64_t n_centers, std::vector<int64_t>& ce
   at::Tensor density = at::exp(-knn.pow(2).mean(1));
   // Ties broken by a tiny index-dependent amount (the lower index is denser), so equal
   // densities still order.
-  density = density - at::arange(n, at::TensorOptions().dtype(at::kDouble)) * 1e-12;
+  density = density - at::arange(n, x.options()) * 1e-12;
   at::Tensor higher = density.unsqueeze(0) > density.unsqueeze(1);  // [i, j]: j denser than i
-  double dmax = dist.max().item<double>();
+  double dmax = model::to_host(dist.max()).item<double>();
   at::Tensor parent = at::where(higher, dist, at::full_like(dist, dmax)).amin(1);
   at::Tensor score = parent * density;
-  centers = top_k_ascending(score, n_centers);
-  at::Tensor to_centers = dist.index_select(1, at::tensor(centers, at::TensorOptions().dtype(at::kLong)));
-  at::Tensor a = to_centers.argmin(1).contiguous();
+  centers = top_k_ascending(model::to_host(score), n_centers);
+  at::Tensor to_centers = dist.index_select(1, model::index_tensor(centers, dist.device()));
+  at::Tensor a = model::to_host(to_centers.argmin(1)).contiguous();
   assign.assign(a.data_ptr<int64_t>(), a.data_ptr<int64_t>() + n);
   for (size_t c = 0; c < centers.size(); ++c) assign[size_t(centers[c])] = static_cast<int64_t>(c);
 }
@@ -64,10 +66,10 @@ std::vector<int64_t> SparseVlm::compute_raters(const View& v) const {
   if (n_text <= 0 || v.prompt_n_vision == 0) return {};
   at::Tensor vis = emb.narrow(0, v.prompt_vision_begin, v.prompt_n_vision).to(at::kDouble);
   at::Tensor txt = emb.narrow(0, text_begin, n_text).to(at::kDouble);
-  at::Tensor relevance = at::softmax(at::matmul(vis, txt.t()), 1).mean(0);  // [T]
-  double mean = relevance.mean().item<double>();
+  // Embeddings live on the model's device: reduce there, read the [T] relevance on the host.
+  at::Tensor r = model::to_host(at::softmax(at::matmul(vis, txt.t()), 1).mean(0)).contiguous();  // [T]
+  double mean = r.mean().item<double>();
   std::vector<int64_t> out;
-  at::Tensor r = relevance.contiguous();
   for (int64_t i = 0; i < n_text; ++i) {
     if (r.data_ptr<double>()[i] > mean) out.push_back(i);
   }
@@ -122,8 +124,8 @@ KeepPlan SparseVlm::decide(const View& v) {
   dropped.resize(size_t(n_rec));
   std::sort(dropped.begin(), dropped.end());
   int64_t n_clusters = std::min<int64_t>(n_rec, static_cast<int64_t>(static_cast<double>(n_rec) * o_.cluster_ratio) + 1);
-  at::Tensor feats = v.hidden.narrow(0, v.vision_begin, n).index_select(
-      0, at::tensor(dropped, at::TensorOptions().dtype(at::kLong)));
+  at::Tensor feats =
+      v.hidden.narrow(0, v.vision_begin, n).index_select(0, model::index_tensor(dropped, v.hidden.device()));
   std::vector<int64_t> centers, assign;
   dpc_knn(feats, n_clusters, centers, assign);
   std::vector<MergeGroup> groups(centers.size());

@@ -6,6 +6,8 @@
 #include <map>
 #include <numeric>
 
+#include "model/device.h"
+
 namespace mustdrop::prune {
 
 Needs Tome::needs(int n_layers) const {
@@ -41,12 +43,12 @@ KeepPlan Tome::decide(const View& v) {
   at::Tensor unit = x / x.norm(2, 1, true).clamp_min(1e-8);
   std::vector<int64_t> a_idx, b_idx;
   for (int64_t i = 0; i < n; ++i) (i % 2 == 0 ? a_idx : b_idx).push_back(i);
-  auto opts = at::TensorOptions().dtype(at::kLong);
-  at::Tensor scores = at::matmul(unit.index_select(0, at::tensor(a_idx, opts)),
-                                 unit.index_select(0, at::tensor(b_idx, opts)).t());  // [|A|, |B|]
+  at::Tensor scores = at::matmul(unit.index_select(0, model::index_tensor(a_idx, unit.device())),
+                                 unit.index_select(0, model::index_tensor(b_idx, unit.device())).t());  // [|A|, |B|]
+  // Each A token's best match, computed where the tokens live, read on the host.
   auto best = scores.max(1);
-  at::Tensor node_max = std::get<0>(best).to(at::kDouble).contiguous();
-  at::Tensor node_idx = std::get<1>(best).contiguous();
+  at::Tensor node_max = model::to_host(std::get<0>(best)).to(at::kDouble).contiguous();
+  at::Tensor node_idx = model::to_host(std::get<1>(best)).contiguous();
   double* mx = node_max.data_ptr<double>();
   const int64_t* arg = node_idx.data_ptr<int64_t>();
   for (size_t i = 0; i < a_idx.size(); ++i) {

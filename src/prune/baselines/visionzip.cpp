@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "model/device.h"
 
 namespace mustdrop::prune {
 namespace {
@@ -60,12 +61,12 @@ KeepPlan VisionZip::decide(const View& v) {
   if (others.empty()) return plan;
 
   // Each other token goes to its most cosine-similar target (ties: the first target).
-  auto opts = at::TensorOptions().dtype(at::kLong);
   at::Tensor x = v.hidden.to(at::kFloat);
   at::Tensor unit = x / x.norm(2, 1, true).clamp_min(1e-12);
-  at::Tensor sim = at::matmul(unit.index_select(0, at::tensor(others, opts)),
-                              unit.index_select(0, at::tensor(targets, opts)).t());  // [others, targets]
-  at::Tensor best = sim.argmax(1).contiguous();
+  const c10::Device device = unit.device();
+  at::Tensor sim = at::matmul(unit.index_select(0, model::index_tensor(others, device)),
+                              unit.index_select(0, model::index_tensor(targets, device)).t());  // [others, targets]
+  at::Tensor best = model::to_host(sim.argmax(1)).contiguous();  // computed where the tokens live, read here
   const int64_t* b = best.data_ptr<int64_t>();
   std::vector<std::vector<int64_t>> assigned(targets.size());
   for (size_t k = 0; k < others.size(); ++k) assigned[static_cast<size_t>(b[k])].push_back(others[k]);

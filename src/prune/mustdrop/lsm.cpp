@@ -5,6 +5,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "model/device.h"
+
 namespace mustdrop::prune {
 
 Lsm::Lsm(const Lsm& other) : TokenPruner(other), o_(other.o_), memory_(other.memory_) {
@@ -71,37 +73,37 @@ KeepPlan Lsm::decide(const View& v) {
   }
   const int64_t n_windows = static_cast<int64_t>(window_ids.size());
   if (n_windows == 0) return KeepPlan::keep_all(n);
-  at::Tensor idx = at::tensor(members, at::TensorOptions().dtype(at::kLong));
-  at::Tensor x = v.hidden.index_select(0, idx).to(at::kFloat);  // [W*cells, D]
+  at::Tensor idx = model::index_tensor(members, v.hidden.device());
+  at::Tensor x = v.hidden.index_select(0, idx).to(at::kFloat);  // [W*cells, D], where the tokens live
   const int64_t d = x.size(1);
   at::Tensor unit = x / x.norm(2, 1, true).clamp_min(1e-8);
 
-  // Spatial score: mean pairwise cosine inside each window, self-pairs excluded.
+  // Spatial score: mean pairwise cosine inside each window, self-pairs excluded (read on the host).
   std::vector<float> spatial(static_cast<size_t>(n_windows), -2.0f);
   if (cells > 1) {
     at::Tensor w = unit.view({n_windows, cells, d});
     at::Tensor sim = at::bmm(w, w.transpose(1, 2));  // [W, cells, cells]
     at::Tensor off = (sim.sum({1, 2}) - sim.diagonal(0, 1, 2).sum(1)) / double(cells * (cells - 1));
-    off = off.contiguous();
+    off = model::to_host(off).contiguous();
     std::copy(off.data_ptr<float>(), off.data_ptr<float>() + n_windows, spatial.begin());
   }
 
-  // Temporal score against the cells' earlier tokens (size-weighted reference features).
+  // Temporal score against the cells' earlier tokens (size-weighted reference features, kept
+  // where the tokens live, as x is).
   const bool temporal = o_.temporal_frames > 1;
   const int64_t grid_cells = int64_t(g) * g;
   if (temporal && (memory_.grid != g || !memory_.reference.defined() || memory_.reference.size(1) != d)) {
     memory_.grid = g;
     memory_.anchor_id.assign(size_t(grid_cells), -1);
     memory_.anchor_frame.assign(size_t(grid_cells), 0);
-    memory_.reference = at::zeros({grid_cells, d}, at::TensorOptions().dtype(at::kFloat));
+    memory_.reference = at::zeros({grid_cells, d}, x.options());
     memory_.reference_size.assign(size_t(grid_cells), 0.0);
   }
   std::vector<float> co(static_cast<size_t>(n_windows), -2.0f);
-  at::Tensor cell_idx = at::tensor(window_cells, at::TensorOptions().dtype(at::kLong));
   if (temporal) {
-    at::Tensor ref = memory_.reference.index_select(0, cell_idx);
+    at::Tensor ref = memory_.reference.index_select(0, model::index_tensor(window_cells, memory_.reference.device()));
     at::Tensor ref_unit = ref / ref.norm(2, 1, true).clamp_min(1e-8);
-    at::Tensor c = (unit * ref_unit).sum(1).view({n_windows, cells}).mean(1).contiguous();
+    at::Tensor c = model::to_host((unit * ref_unit).sum(1).view({n_windows, cells}).mean(1)).contiguous();
     std::copy(c.data_ptr<float>(), c.data_ptr<float>() + n_windows, co.begin());
   }
   if (temporal) {

@@ -62,7 +62,7 @@ class Lsm : public TokenPruner {
     int grid = 0;
     std::vector<int64_t> anchor_id;     // -1: none
     std::vector<int64_t> anchor_frame;  // frame the anchor came from
-    at::Tensor reference;               // [cells, D] size-weighted mean of the cell's features
+    at::Tensor reference;               // [cells, D] size-weighted mean of the cell's features (model's device)
     std::vector<double> reference_size;
   } memory_;
 };

@@ -99,6 +99,7 @@ Config non_default_config() {
   c.video.live.reconnect.max_attempts = 1000000000;
   c.model.dir = "/models/llava 1.5: \"quoted\"";
   c.model.dtype = ComputeDtype::kBf16;
+  c.model.device = "cuda:1";
   c.generation.max_new_tokens = 99999;
   c.generation.temperature = 0.7;
   c.generation.top_p = 0.95;

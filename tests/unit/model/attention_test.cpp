@@ -1,6 +1,7 @@
 // model::attend against a naive float64 attention written here with plain loops: every path
-// (blocked kernel, ATen reference), float32 and bfloat16, grouped-query heads, decode rows,
-// prefill tiles with a cached past, read subsets, probability rows and strided cache views.
+// (blocked kernel, ATen reference, LibTorch's fused kernel where the build has it, and a GPU
+// where one is visible), float32 and bfloat16, grouped-query heads, decode rows, prefill tiles
+// with a cached past, read subsets, probability rows and strided cache views.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "model/attention.h"
+#include "model/device.h"
 
 namespace mustdrop::model {
 namespace {
@@ -81,7 +83,7 @@ void expect_close(const AttentionOutput& got, const Naive& want, at::ScalarType 
   // float32: accumulation-order noise. bfloat16: the output's own rounding (8 bits of mantissa)
   // on values of magnitude <~ 3.
   const double tol_out = dtype == at::kBFloat16 ? 2e-2 : 1e-4;
-  const double err = (got.out.to(at::kDouble) - want.out).abs().max().item<double>();
+  const double err = (to_host(got.out).to(at::kDouble) - want.out).abs().max().item<double>();
   EXPECT_LT(err, tol_out) << what;
   if (want.probs.size(0) > 0) {
     ASSERT_TRUE(got.probs.defined()) << what;
@@ -95,6 +97,9 @@ class AttentionPaths : public ::testing::TestWithParam<AttentionPath> {
   void SetUp() override {
     if (GetParam() == AttentionPath::kBlocked && !blocked_attention_runs(at::kFloat, 16)) {
       GTEST_SKIP() << "this CPU has no AVX-512: the blocked kernel does not run here";
+    }
+    if (GetParam() == AttentionPath::kFused && !attention_fused_built()) {
+      GTEST_SKIP() << "this build's LibTorch has no fused attention (needs 2.1 or later)";
     }
   }
 };
@@ -154,11 +159,59 @@ TEST_P(AttentionPaths, LargeScoresStayFinite) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, AttentionPaths,
-                         ::testing::Values(AttentionPath::kBlocked, AttentionPath::kReference),
+                         ::testing::Values(AttentionPath::kBlocked, AttentionPath::kReference, AttentionPath::kFused),
                          [](const ::testing::TestParamInfo<AttentionPath>& p) {
-                           return p.param == AttentionPath::kBlocked ? std::string("Blocked")
-                                                                     : std::string("Reference");
+                           return p.param == AttentionPath::kBlocked     ? std::string("Blocked")
+                                  : p.param == AttentionPath::kReference ? std::string("Reference")
+                                                                         : std::string("Fused");
                          });
+
+// The rows the fused path returns beside its outputs are computed on their own: the same
+// numbers as the naive loops, including a read subset and rows that see few keys.
+TEST(Attention, ProbabilityRowsAloneMatchNaive) {
+  const std::vector<Case> cases = {{4, 2, 16, 150, 0, at::kFloat}, {8, 2, 128, 70, 45, at::kFloat},
+                                   {4, 1, 32, 67, 130, at::kBFloat16}};
+  uint64_t seed = 40;
+  for (const Case& c : cases) {
+    AttentionInput in = make_input(c, seed++);
+    in.prob_rows = {c.n - 1, 0, c.n / 3};
+    at::Tensor got = probability_rows(in);
+    EXPECT_TRUE(got.device().is_cpu());
+    const double err = (got.to(at::kDouble) - naive_attention(in).probs).abs().max().item<double>();
+    EXPECT_LT(err, c.dtype == at::kBFloat16 ? 1e-3 : 1e-5) << "n " << c.n << " past " << c.past;
+  }
+}
+
+// On a GPU (where this process sees one): every path that runs there against the same naive
+// loops, probability rows back on the host. Skipped, not failed, without one.
+TEST(AttentionOnGpu, MatchesNaive) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible to this process";
+  const c10::Device gpu(c10::DeviceType::CUDA, 0);
+  const std::vector<Case> cases = {{4, 2, 16, 1, 300, at::kFloat},  {8, 2, 128, 70, 45, at::kFloat},
+                                   {4, 2, 16, 150, 0, at::kFloat},  {4, 1, 32, 67, 130, at::kBFloat16},
+                                   {4, 2, 128, 1, 200, at::kBFloat16}};
+  std::vector<AttentionPath> paths = {AttentionPath::kAuto, AttentionPath::kReference};
+  if (attention_fused_built()) paths.push_back(AttentionPath::kFused);
+  uint64_t seed = 90;
+  for (const Case& c : cases) {
+    AttentionInput in = make_input(c, seed++);
+    in.prob_rows = {0, c.n - 1};
+    const Naive want = naive_attention(in);
+    AttentionInput on_gpu = in;
+    on_gpu.q = in.q.to(gpu);
+    on_gpu.keys = in.keys.to(gpu);
+    on_gpu.values = in.values.to(gpu);
+    for (AttentionPath path : paths) {
+      AttentionOutput got = attend(on_gpu, path);
+      EXPECT_TRUE(got.out.device().is_cuda());
+      ASSERT_TRUE(got.probs.defined());
+      EXPECT_TRUE(got.probs.device().is_cpu());
+      // TF32 stays off for float32 (LibTorch's default for matrix products), so the float32
+      // tolerance is the CPU's.
+      expect_close(got, want, c.dtype, ("gpu path " + std::to_string(static_cast<int>(path))).c_str());
+    }
+  }
+}
 
 TEST(Attention, NoNewRowsGiveAnEmptyOutput) {
   Case c{4, 2, 16, 0, 5, at::kFloat};

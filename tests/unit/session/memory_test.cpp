@@ -6,10 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include "config/pipeline_config.h"
 #include "core/sysinfo.h"
+#include "model/device.h"
 #include "model/presets.h"
 #include "model/tiny_model.h"
 #include "prune/chain.h"
@@ -364,6 +366,44 @@ TEST(FrameMemory, TenHoursAtOneFramePerSecondNeverReachTheContextLimit) {
   EXPECT_GT(memory.n_compactions(), 100);
   expect_prefix_matches_memory(*m, 0, *memory.snapshot());
   EXPECT_NEAR(memory.snapshot()->t_last_sec, frames - 1, 1e-9);
+}
+
+// ---- on a GPU (skipped, not failed, where this process sees none) ----
+
+// Every shipped pipeline on the GPU in float32 against the same pipeline on the host: the same
+// tokens kept at every stage and the same answer. The GPU's float32 differs from the host's only
+// in summation order (TF32 stays off), so decisions near a tie could in principle flip; the tiny
+// model's scores are far from ties.
+TEST(SessionOnGpu, EveryPipelineKeepsAndAnswersAsOnTheHost) {
+  if (model::cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible to this process";
+  c10::InferenceMode guard;
+  const model::VisionLanguageModel& host = tiny_with_tokenizer();
+  model::LoadOptions on_gpu;
+  on_gpu.device = c10::Device(c10::DeviceType::CUDA, 0);
+  auto gpu = model::VisionLanguageModel::load(test::temp_dir() + "/memory-tiny", on_gpu);
+  ASSERT_TRUE(gpu->llm().device().is_cuda());
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(MUSTDROP_SOURCE_DIR) + "/pipelines")) {
+    if (entry.path().extension() != ".yaml") continue;
+    auto chain = prune::Chain::build(config::load_pipeline(entry.path().string()), entry.path().string());
+    std::vector<AnswerStats> answers;
+    for (const model::VisionLanguageModel* m : {&host, static_cast<const model::VisionLanguageModel*>(gpu.get())}) {
+      Session s(*m, chain.get());
+      for (int i = 0; i < 4; ++i) {
+        prune::EncodedFrame f = s.encode_frame(picture(i % 3), i, 0.5 * i);
+        at::Tensor tokens = m->project(f.features);
+        s.add_frame(frame_tokens(std::move(f), tokens, i, 0.5 * i));
+      }
+      model::GenerationOptions g;
+      g.max_new_tokens = 8;
+      answers.push_back(s.answer("What moves on the right?", g, nullptr));
+    }
+    const std::string what = entry.path().filename().string();
+    EXPECT_EQ(answers[0].n_vision_tokens, answers[1].n_vision_tokens) << what;
+    EXPECT_EQ(answers[0].vision_per_layer, answers[1].vision_per_layer) << what;
+    EXPECT_EQ(answers[0].n_vision_kv_after_decode, answers[1].n_vision_kv_after_decode) << what;
+    EXPECT_EQ(answers[0].ids, answers[1].ids) << what;
+    EXPECT_LE(rel_diff(answers[0].first_logits, model::to_host(answers[1].first_logits)), 1e-3) << what;
+  }
 }
 
 }  // namespace
