@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/timing.h"
 #include "eval/jsonl.h"
+#include "model/device.h"
 #include "pipeline/runtime.h"
 #include "session/session.h"
 
@@ -214,6 +215,7 @@ class Runner {
           use.features.vision_records = s->vision_records();
           if (share) features_by_vision[pipe.vision_signature] = use.features;
         }
+        model::synchronize(model_.llm().device());  // on a GPU, the encoding's queued work
         use.features.encode_ms = ms_since(t1);
       } catch (const std::exception& e) {
         for (const WorkItem* w : pending[p]) record_failure(*w, pipe, "video_error", e.what(), worker);

@@ -50,6 +50,7 @@ Measure measure_once(pipeline::Runtime& runtime, const model::VisionLanguageMode
   std::shared_ptr<pipeline::SourceRun> run = runtime.add_source(replay(frames), s, every);
   run->wait();
   if (run->error()) std::rethrow_exception(run->error());
+  model::synchronize(model.llm().device());  // on a GPU the last frame's work may still be queued
   m.vit_ms = ms_since(t0);
   pipeline::Ask ask;
   ask.question = question;

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/sysinfo.h"
 #include "core/timing.h"
+#include "model/device.h"
 #include "pipeline/runtime.h"
 #include "video/preprocess.h"
 
@@ -49,6 +50,7 @@ double perceive(pipeline::Runtime& rt, session::Session& s, const Sampled& frame
   }
   if (poll) poll();
   if (run->error()) std::rethrow_exception(run->error());
+  model::synchronize(s.model().llm().device());  // on a GPU the last frame's work may still be queued
   return ms_since(t0);
 }
 
@@ -88,9 +90,11 @@ Row measure(pipeline::Runtime& rt, const model::VisionLanguageModel& model, cons
     auto t0 = Clock::now();
     prune::EncodedFrame f = s.encode_frame(pixels, seq, t);
     at::Tensor tokens = model.project(f.features);
+    model::synchronize(model.llm().device());
     row.vit_ms = ms_since(t0);
     auto t1 = Clock::now();
     s.add_frame(session::frame_tokens(std::move(f), tokens, seq, t));
+    model::synchronize(model.llm().device());
     row.add_frame_ms = ms_since(t1);
   }
   // 3. An accelerated stream many times the budget: bytes after every poll, RSS after warm-up

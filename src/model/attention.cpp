@@ -107,11 +107,14 @@ AttentionOutput attend_fused(const AttentionInput& in) {
     causal = causal && v == i + 1;
     all_visible = all_visible && v == s;
   }
-  c10::optional<at::Tensor> mask;
-  if (!causal && !all_visible) mask = hidden_keys(in, index_tensor(in.visible, in.q.device()), s).logical_not();
-  at::Tensor out = at::scaled_dot_product_attention(in.q.unsqueeze(0), per_query_head(in.keys, heads).unsqueeze(0),
-                                                    per_query_head(in.values, heads).unsqueeze(0), mask, 0.0,
-                                                    causal && !all_visible);  // [1, heads, n, hd]
+  const at::Tensor q = in.q.unsqueeze(0), k = per_query_head(in.keys, heads).unsqueeze(0),
+                   v = per_query_head(in.values, heads).unsqueeze(0);
+  // The mask goes as a tensor or as {}: either converts to the optional of any LibTorch 2.x.
+  at::Tensor out = causal || all_visible
+                       ? at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal && !all_visible)
+                       : at::scaled_dot_product_attention(
+                             q, k, v, hidden_keys(in, index_tensor(in.visible, in.q.device()), s).logical_not(), 0.0,
+                             false);  // [1, heads, n, hd]
   AttentionOutput o;
   o.out = out.squeeze(0).transpose(0, 1).reshape({n, heads * hd});
   if (!in.prob_rows.empty()) o.probs = probability_rows(in);

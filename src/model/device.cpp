@@ -20,6 +20,10 @@ namespace {
 
 std::atomic<int64_t> n_to_device{0}, bytes_to_device{0}, n_to_host{0}, bytes_to_host{0};
 
+// Host -> device copies up to this size (index lists, positions, merge weights, masks' inputs)
+// go through pinned memory, asynchronously.
+constexpr size_t kPinnedCopyBytes = size_t{1} << 20;
+
 }  // namespace
 
 c10::Device parse_device(const std::string& text, const std::string& setting) {
@@ -29,7 +33,8 @@ c10::Device parse_device(const std::string& text, const std::string& setting) {
   if (text.size() > prefix.size() && text.compare(0, prefix.size(), prefix) == 0 && text.size() <= prefix.size() + 3) {
     bool digits = true;
     for (size_t i = prefix.size(); i < text.size(); ++i) digits = digits && std::isdigit(static_cast<unsigned char>(text[i]));
-    if (digits) return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(std::stoi(text.substr(prefix.size()))));
+    const int index = digits ? std::stoi(text.substr(prefix.size())) : -1;
+    if (index >= 0 && index <= 127) return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
   }
   throw ConfigError(setting + ": '" + text + "' is not a device (cpu, cuda or cuda:N)");
 }
@@ -77,6 +82,10 @@ at::Tensor to_device(const at::Tensor& t, const c10::Device& device) {
   if (device.is_cpu()) return to_host(t);
   ++n_to_device;
   bytes_to_device += static_cast<int64_t>(t.nbytes());
+  // A copy from pageable memory waits for everything queued on the device first; from pinned
+  // memory it queues behind that work instead (LibTorch keeps the pinned block until the copy has
+  // run). Weights (large, once) go the plain way.
+  if (t.nbytes() <= kPinnedCopyBytes) return t.pin_memory().to(device, t.scalar_type(), /*non_blocking=*/true);
   return t.to(device);
 }
 

@@ -187,10 +187,12 @@ at::Tensor LlamaModel::layer_rows(int layer, const at::Tensor& h, const at::Tens
   const int64_t n = h.size(0);
   // A prompt sizes the layer once (not chunk by chunk); single decode rows grow it geometrically.
   if (n > 1) cache.reserve(layer, cache.length(layer) + n);
-  if (n <= kRowChunk || read.defined()) return block(h, positions, rows, read, probs);
-  // Long prompts go through in chunks of rows, each attending to the cache as the earlier
-  // chunks left it (causal, so the same result): temporaries stay small enough to be reused
-  // rather than mapped and faulted in afresh for every layer.
+  // On a GPU the whole prompt goes at once: its allocator reuses blocks anyway, and a prompt with
+  // no past keeps the plain causal shape the fused kernel is fastest on.
+  if (n <= kRowChunk || read.defined() || !h.device().is_cpu()) return block(h, positions, rows, read, probs);
+  // Long prompts on the host go through in chunks of rows, each attending to the cache as the
+  // earlier chunks left it (causal, so the same result): temporaries stay small enough to be
+  // reused rather than mapped and faulted in afresh for every layer.
   const int64_t n_keys = cache.length(layer) + n;
   // A chunk reads only its own rows of h (earlier rows reach it through the cache), so when
   // nothing else holds h (a layer's output, not the caller's input) the chunks overwrite it:
@@ -220,8 +222,14 @@ LlmOutput LlamaModel::forward(const LlmForward& in) const {
   const int last = in.last_layer >= 0 ? std::min(in.last_layer, n_layers() - 1) : n_layers() - 1;
   LlmOutput out;
   at::Tensor h = to_device(in.hidden, device()).to(weights_.dtype);
-  at::Tensor positions = in.positions;
+  at::Tensor positions = in.positions;  // bookkeeping, on the host (hooks read and replace it)
+  // The same positions where the layers compute: copied once, again only when they change.
+  at::Tensor positions_here, positions_from;
   for (int i = 0; i <= last; ++i) {
+    if (!positions_from.defined() || !positions_from.is_same(positions)) {
+      positions_from = positions;
+      positions_here = to_device(positions, device());
+    }
     // Cached rows sit in front of the new ones (in this layer's cache, not in h) up to after_layer.
     const int64_t shown = i <= cached.after_layer ? cached.n : 0;
     std::vector<int64_t> rows;
@@ -242,12 +250,12 @@ LlmOutput LlamaModel::forward(const LlmForward& in) const {
     int64_t past = in.cache->length(i);
     at::Tensor read = in.hook ? in.hook->read_entries(i, past + h.size(0)) : at::Tensor();
     at::Tensor probs;
-    h = layer_rows(i, h, positions, *in.cache, rows, read, &probs);
+    h = layer_rows(i, h, positions_here, *in.cache, rows, read, &probs);
     // A long prompt of a large model leaves tens of MB of freed temporaries in the heaps each
     // layer; handing their pages back keeps them from adding up beside a KV cache that grows to
     // its peak in the last layer (20-36 MB lower peak RSS for 3,219 rows of a 7B-shaped model;
     // about 4.5 ms a call). Smaller layers are not worth the call.
-    if (h.size(0) > kRowChunk && h.nbytes() >= kTrimBytes) release_free_memory();
+    if (h.device().is_cpu() && h.size(0) > kRowChunk && h.nbytes() >= kTrimBytes) release_free_memory();
     if (probs.defined()) out.attention[i] = probs;
     if (i == cached.after_layer && cached.n > 0) {
       h = at::cat({cached.hidden.to(h.scalar_type()), h}, 0);

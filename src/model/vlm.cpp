@@ -20,6 +20,9 @@ void check_load_options(const LoadOptions& options) {
   if (options.dtype == at::kHalf && options.device.is_cpu()) {
     throw ConfigError("dtype f16 computes on a GPU only (use a cuda device, or bf16 or f32)");
   }
+  // f32 on a GPU means f32: LibTorch leaves TF32 off for matrix products but on for cuDNN's
+  // convolutions (the tower's patch embedding), which would round its inputs to 10 bits.
+  if (options.dtype == at::kFloat && options.device.is_cuda()) at::globalContext().setAllowTF32CuDNN(false);
 }
 
 }  // namespace

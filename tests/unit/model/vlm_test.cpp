@@ -159,8 +159,8 @@ at::Tensor prompt_logits(const VisionLanguageModel& m, const at::Tensor& pixels,
 }
 
 // On a GPU (skipped, not failed, where this process sees none): the same checkpoint gives the
-// host's logits. float32 with TF32 off (LibTorch's default for matrix products) differs from the
-// host only in summation order: max |diff| within 1e-4 of the largest logit. bf16 rounds every
+// host's logits. float32 with TF32 off (LibTorch's default for matrix products; the model turns it
+// off for cuDNN's convolutions when it loads in f32) differs from the host only in summation order: max |diff| within 1e-4 of the largest logit. bf16 rounds every
 // activation to 8 bits of mantissa: the logits keep their direction (cosine > 0.99) and their
 // top token. The numbers are printed for the device check's record.
 TEST(ModelOnGpu, LogitsMatchTheHost) {

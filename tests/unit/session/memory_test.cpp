@@ -372,7 +372,7 @@ TEST(FrameMemory, TenHoursAtOneFramePerSecondNeverReachTheContextLimit) {
 
 // Every shipped pipeline on the GPU in float32 against the same pipeline on the host: the same
 // tokens kept at every stage and the same answer. The GPU's float32 differs from the host's only
-// in summation order (TF32 stays off), so decisions near a tie could in principle flip; the tiny
+// in summation order (TF32 stays off: matrix products by default, convolutions by the model), so decisions near a tie could in principle flip; the tiny
 // model's scores are far from ties.
 TEST(SessionOnGpu, EveryPipelineKeepsAndAnswersAsOnTheHost) {
   if (model::cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible to this process";
