@@ -31,8 +31,6 @@ namespace {
 using namespace mustdrop;
 using nlohmann::json;
 
-constexpr size_t kMatchTokens = 16;  // as `mustdrop bench`
-
 // The "pixels" tensor of a frames file: [frames, 3, S, S] float32 with S the model's input size.
 at::Tensor read_frames(const std::string& path, int64_t image_size) {
   model::SafetensorsFile file(path);
@@ -148,19 +146,16 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "bench_table: %s done\n", e.config.name.c_str());
   }
 
-  const size_t n_match = std::min(kMatchTokens, static_cast<size_t>(max_new_tokens));
-  std::string footer = "\nFLOPs: vision + prefill + decode (analytic, src/model/flops.h); times: median of " +
-                       std::to_string(repeats) + " run(s), computing in " + model::compute_dtype_name(load.dtype) +
-                       " on " + load.device.str() + " (" + model::torch_version() + ").\n";
-  json out_rows = session::print_comparison(stdout, rows, ref, n_match, full != nullptr);
-  std::fputs(footer.c_str(), stdout);
+  const session::Comparison table = session::compare(
+      rows, ref, max_new_tokens, repeats,
+      std::string(model::compute_dtype_name(load.dtype)) + " on " + load.device.str() + ", " + model::torch_version(),
+      full != nullptr);
+  std::fputs(table.table.c_str(), stdout);
   std::fflush(stdout);
   if (!markdown_path.empty()) {
-    std::FILE* f = std::fopen(markdown_path.c_str(), "w");
+    std::ofstream f(markdown_path);
+    f << table.table;
     if (!f) throw InputError(markdown_path + ": cannot write the table");
-    session::print_comparison(f, rows, ref, n_match, full != nullptr);
-    std::fputs(footer.c_str(), f);
-    if (std::fclose(f) != 0) throw InputError(markdown_path + ": cannot write the table");
   }
   if (!json_path.empty()) {
     json report{{"model", preset.empty() ? dir : "preset:" + preset},
@@ -176,7 +171,7 @@ int run(int argc, char** argv) {
                 {"max_new_tokens", max_new_tokens},
                 {"llm_layers", m->config().text.num_hidden_layers},
                 {"vision_layers", m->config().vision.num_hidden_layers},
-                {"pipelines", out_rows}};
+                {"pipelines", table.rows}};
     std::ofstream f(json_path);
     f << report.dump(2) << "\n";
     if (!f) throw InputError(json_path + ": cannot write the report");

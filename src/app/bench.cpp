@@ -29,8 +29,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr size_t kMatchTokens = 16;  // answers are compared on their first 16 tokens
-
 using session::Measure;
 
 // One pipeline over the sampled frames on the runtime: perception through a lane, one answer
@@ -102,14 +100,11 @@ int run_bench(const BenchArgs& args, config::Config config) {
     MD_LOG_INFO("bench", e.config.name << " done");
   }
 
-  const size_t n_match = std::min(kMatchTokens, static_cast<size_t>(args.max_new_tokens));
-  json rows = session::print_comparison(stdout, result, ref, n_match, full != nullptr);
-  std::printf("\nFLOPs: vision + prefill + decode (analytic, src/model/flops.h); layer avg: vision tokens summed "
-              "over LLM layers / layers; times: median of %d run(s), computing in %s on %s.%s\n",
-              args.repeats, model::compute_dtype_name(model->llm().dtype()), model->llm().device().str().c_str(),
-              full ? " Full depth: vision + prefill at the preset's full depth (layers past the ones run hold the "
-                     "last count)."
-                   : "");
+  const session::Comparison table =
+      session::compare(result, ref, args.max_new_tokens, args.repeats,
+                       std::string(model::compute_dtype_name(model->llm().dtype())) + " on " + model->llm().device().str(),
+                       full != nullptr);
+  std::fputs(table.table.c_str(), stdout);
   std::fflush(stdout);
   if (!args.json_path.empty()) {
     json report{{"video", args.video},
@@ -121,7 +116,7 @@ int run_bench(const BenchArgs& args, config::Config config) {
                 {"repeats", args.repeats},
                 {"warmup", args.warmup},
                 {"max_new_tokens", args.max_new_tokens},
-                {"pipelines", rows}};
+                {"pipelines", table.rows}};
     if (full) {
       report["full_depth"] = {{"llm_layers", full->text.num_hidden_layers},
                               {"vision_layers", full->vision.num_hidden_layers},

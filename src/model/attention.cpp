@@ -66,6 +66,20 @@ at::Tensor hidden_keys(const AttentionInput& in, const at::Tensor& visible_rows,
   return key_index >= visible_rows.unsqueeze(1);
 }
 
+// probability_rows without the shape check (attend has made it).
+at::Tensor rows_alone(const AttentionInput& in) {
+  const int64_t heads = in.q.size(0), hd = in.q.size(2), s = in.keys.size(1);
+  const at::ScalarType acc = score_type(in.q.scalar_type());
+  const c10::Device dev = in.q.device();
+  std::vector<int64_t> visible;
+  for (int64_t r : in.prob_rows) visible.push_back(in.visible[static_cast<size_t>(r)]);
+  at::Tensor q = in.q.index_select(1, index_tensor(in.prob_rows, dev)).to(acc);  // [heads, R, hd]
+  at::Tensor scores = at::bmm(q, per_query_head(in.keys, heads).to(acc).transpose(1, 2));
+  scores.mul_(1.0 / std::sqrt(static_cast<double>(hd)));
+  scores.masked_fill_(hidden_keys(in, index_tensor(visible, dev), s), -std::numeric_limits<double>::infinity());
+  return to_host(at::softmax(scores, -1).mean(0).to(at::kFloat));
+}
+
 AttentionOutput attend_reference(const AttentionInput& in) {
   const int64_t heads = in.q.size(0), n = in.q.size(1), hd = in.q.size(2);
   const int64_t s = in.keys.size(1);
@@ -117,7 +131,7 @@ AttentionOutput attend_fused(const AttentionInput& in) {
                              false);  // [1, heads, n, hd]
   AttentionOutput o;
   o.out = out.squeeze(0).transpose(0, 1).reshape({n, heads * hd});
-  if (!in.prob_rows.empty()) o.probs = probability_rows(in);
+  if (!in.prob_rows.empty()) o.probs = rows_alone(in);
   return o;
 }
 #endif
@@ -175,16 +189,7 @@ AttentionOutput attend_blocked(const AttentionInput& in) {
 
 at::Tensor probability_rows(const AttentionInput& in) {
   check_shapes(in);
-  const int64_t heads = in.q.size(0), hd = in.q.size(2), s = in.keys.size(1);
-  const at::ScalarType acc = score_type(in.q.scalar_type());
-  const c10::Device dev = in.q.device();
-  std::vector<int64_t> visible;
-  for (int64_t r : in.prob_rows) visible.push_back(in.visible[static_cast<size_t>(r)]);
-  at::Tensor q = in.q.index_select(1, index_tensor(in.prob_rows, dev)).to(acc);  // [heads, R, hd]
-  at::Tensor scores = at::bmm(q, per_query_head(in.keys, heads).to(acc).transpose(1, 2));
-  scores.mul_(1.0 / std::sqrt(static_cast<double>(hd)));
-  scores.masked_fill_(hidden_keys(in, index_tensor(visible, dev), s), -std::numeric_limits<double>::infinity());
-  return to_host(at::softmax(scores, -1).mean(0).to(at::kFloat));
+  return rows_alone(in);
 }
 
 bool attention_fused_built() { return MUSTDROP_HAVE_SDPA != 0; }

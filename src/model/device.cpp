@@ -101,8 +101,7 @@ at::Tensor index_tensor(const std::vector<int64_t>& v, const c10::Device& device
 
 LoadOptions load_options(const config::ModelSettings& settings) {
   LoadOptions o;
-  o.device = parse_device(settings.device);
-  check_device(o.device);
+  o.device = parse_device(settings.device);  // a device this process cannot use: the loader says so
   switch (settings.dtype) {
     case config::ComputeDtype::kF32:
       o.dtype = at::kFloat;
@@ -110,10 +109,7 @@ LoadOptions load_options(const config::ModelSettings& settings) {
     case config::ComputeDtype::kBf16:
       o.dtype = at::kBFloat16;
       break;
-    case config::ComputeDtype::kF16:
-      if (o.device.is_cpu()) {
-        throw ConfigError("model.dtype f16 computes on a GPU only (set model.device=cuda, or model.dtype=bf16 or f32)");
-      }
+    case config::ComputeDtype::kF16:  // on a GPU only: the loader says so
       o.dtype = at::kHalf;
       break;
     case config::ComputeDtype::kAuto: {
@@ -146,10 +142,8 @@ std::string torch_version() {
          " GPU(s) usable)";
 }
 
-bool fused_attention_built() { return attention_fused_built(); }
-
 std::string attention_backends() {
-  const std::string fused = fused_attention_built() ? "fused scaled-dot-product attention"
+  const std::string fused = attention_fused_built() ? "fused scaled-dot-product attention"
                                                     : "ATen reference (LibTorch < 2.1: no fused kernel)";
   std::string out = "cpu: " + (blocked_attention_runs(at::kFloat, 128) ? std::string("blocked AVX-512 kernel") : fused);
   out += "; cuda: " + fused;

@@ -46,10 +46,10 @@ void synchronize(const c10::Device& device);
 // An int64 index tensor over `v` on `device` (built on the host; one counted copy off it).
 at::Tensor index_tensor(const std::vector<int64_t>& v, const c10::Device& device);
 
-// What the model section asks for: model.device parsed and checked (ConfigError for a bad
-// string, ModelError for a GPU this process cannot use), and model.dtype resolved: auto is bf16
-// on a GPU, or where the CPU computes bf16 natively (the choice is logged), else f32. f16 on the
-// host is a ConfigError.
+// What the model section asks for: model.device parsed (ConfigError for a bad string) and
+// model.dtype resolved: auto is bf16 on a GPU, or where the CPU computes bf16 natively (the choice
+// is logged), else f32. Whether the device and dtype can compute here is the loader's check
+// (VisionLanguageModel::load and ::random), before any weight is read.
 LoadOptions load_options(const config::ModelSettings& settings);
 // A compute dtype as the config spells it: "f32", "bf16", "f16".
 const char* compute_dtype_name(at::ScalarType dtype);
@@ -57,7 +57,6 @@ const char* compute_dtype_name(at::ScalarType dtype);
 // The build's attention and library facts, for --version and `mustdrop config`:
 // "LibTorch 1.13.0 (CPU only)", "fused scaled-dot-product attention" or not.
 std::string torch_version();
-bool fused_attention_built();
 std::string attention_backends();
 
 }  // namespace mustdrop::model

@@ -18,7 +18,7 @@ namespace {
 void check_load_options(const LoadOptions& options) {
   check_device(options.device);
   if (options.dtype == at::kHalf && options.device.is_cpu()) {
-    throw ConfigError("dtype f16 computes on a GPU only (use a cuda device, or bf16 or f32)");
+    throw ConfigError("dtype f16 computes on a GPU only (model.device cuda, or model.dtype bf16 or f32)");
   }
   // f32 on a GPU means f32: LibTorch leaves TF32 off for matrix products but on for cuDNN's
   // convolutions (the tower's patch embedding), which would round its inputs to 10 bits.

@@ -1,6 +1,7 @@
 #include "session/comparison.h"
 
 #include <algorithm>
+#include <cstdarg>
 
 #include "model/flops.h"
 
@@ -14,6 +15,22 @@ std::string fmt(const char* f, double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);
   return buf;
+}
+
+// printf onto the end of `out`.
+__attribute__((format(printf, 2, 3))) void appendf(std::string& out, const char* f, ...) {
+  va_list args, again;
+  va_start(args, f);
+  va_copy(again, args);
+  const int n = std::vsnprintf(nullptr, 0, f, args);
+  va_end(args);
+  if (n > 0) {
+    const size_t at = out.size();
+    out.resize(at + static_cast<size_t>(n) + 1);
+    std::vsnprintf(&out[at], static_cast<size_t>(n) + 1, f, again);
+    out.resize(at + static_cast<size_t>(n));
+  }
+  va_end(again);
 }
 
 }  // namespace
@@ -88,8 +105,11 @@ Measure summarize(const std::vector<Measure>& runs) {
   return m;
 }
 
-json print_comparison(std::FILE* out, const std::vector<ComparisonRow>& rows, size_t ref, size_t n_match,
-                      bool full) {
+Comparison compare(const std::vector<ComparisonRow>& rows, size_t ref, int max_new_tokens, int repeats,
+                   const std::string& computing, bool full) {
+  Comparison c;
+  std::string& out = c.table;
+  const size_t n_match = std::min(kMatchTokens, static_cast<size_t>(std::max(0, max_new_tokens)));
   const Measure& none = rows[ref].m;
   auto match = [&](const Measure& m) {
     size_t n = std::min(n_match, std::max(m.ids.size(), none.ids.size()));
@@ -99,33 +119,34 @@ json print_comparison(std::FILE* out, const std::vector<ComparisonRow>& rows, si
   const bool traffic = std::any_of(rows.begin(), rows.end(), [](const ComparisonRow& r) {
     return r.m.transfers.to_device + r.m.transfers.to_host > 0;
   });
-  std::fprintf(out,
+  appendf(out,
                "| pipeline | tokens in | to LLM | layer avg | KV after decode | FLOPs | FLOPs vs none | ViT ms | prefill ms | "
                "prefill vs none | TTFT ms | decode ms/tok | KV MB | peak RSS MB | first %zu tokens = none |%s%s\n",
                n_match, full ? " full-depth FLOPs | full-depth vs none |" : "",
                traffic ? " host->device MB (copies) | device->host MB (copies) |" : "");
-  std::fprintf(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|%s%s\n",
+  appendf(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|%s%s\n",
                full ? "---:|---:|" : "", traffic ? "---:|---:|" : "");
-  json out_rows = json::array();
+  json& out_rows = c.rows;
+  out_rows = json::array();
   for (const ComparisonRow& row : rows) {
     const Measure& m = row.m;
     double fr = m.acc.flops_total / none.acc.flops_total, pr = m.prefill_ms / none.prefill_ms;
-    std::fprintf(out, "| %s | %lld | %lld | %.1f | %lld | %.3g | %.3f | %.0f | %.0f | %.3f | %.0f | %.1f | %.1f | %.0f | %s |",
+    appendf(out, "| %s | %lld | %lld | %.1f | %lld | %.3g | %.3f | %.0f | %.0f | %.3f | %.0f | %.1f | %.1f | %.0f | %s |",
                  row.name.c_str(), static_cast<long long>(m.acc.n_vision_tokens_in),
                  static_cast<long long>(m.acc.n_vision_tokens_to_llm), m.acc.n_vision_tokens_layer_avg,
                  static_cast<long long>(m.acc.n_vision_kv_after_decode), m.acc.flops_total, fr, m.vit_ms, m.prefill_ms,
                  pr, m.ttft_ms, m.decode_ms_per_token, static_cast<double>(m.kv_bytes_peak) / 1e6,
                  static_cast<double>(m.peak_rss) / 1e6, match(m));
     if (full) {
-      std::fprintf(out, " %s | %s |", fmt("%.3g", m.flops_full_depth).c_str(),
+      appendf(out, " %s | %s |", fmt("%.3g", m.flops_full_depth).c_str(),
                    fmt("%.3f", m.flops_full_depth / none.flops_full_depth).c_str());
     }
     if (traffic) {
-      std::fprintf(out, " %.1f (%lld) | %.1f (%lld) |", static_cast<double>(m.transfers.to_device_bytes) / 1e6,
+      appendf(out, " %.1f (%lld) | %.1f (%lld) |", static_cast<double>(m.transfers.to_device_bytes) / 1e6,
                    static_cast<long long>(m.transfers.to_device), static_cast<double>(m.transfers.to_host_bytes) / 1e6,
                    static_cast<long long>(m.transfers.to_host));
     }
-    std::fprintf(out, "\n");
+    appendf(out, "\n");
     json j{{"pipeline", row.name},
            {"file", row.file},
            {"n_vision_tokens_in", m.acc.n_vision_tokens_in},
@@ -151,7 +172,13 @@ json print_comparison(std::FILE* out, const std::vector<ComparisonRow>& rows, si
     }
     out_rows.push_back(j);
   }
-  return out_rows;
+  appendf(out,
+          "\nFLOPs: vision + prefill + decode (analytic, src/model/flops.h); layer avg: vision tokens summed over LLM "
+          "layers / layers; times: median of %d run(s), computing in %s.%s\n",
+          repeats, computing.c_str(),
+          full ? " Full depth: vision + prefill at the preset's full depth (layers past the ones run hold the last count)."
+               : "");
+  return c;
 }
 
 }  // namespace mustdrop::session

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,16 +51,24 @@ struct PipelineEntry {
 // when none of them is it; *ref is none's index.
 std::vector<PipelineEntry> load_compared_pipelines(const std::vector<std::string>& paths, size_t* ref);
 
+// Answers are compared with `none`'s on their first this many tokens.
+constexpr size_t kMatchTokens = 16;
+
 struct ComparisonRow {
   std::string name;  // the pipeline's name
   std::string file;  // where it came from
   Measure m;
 };
-// Prints the markdown table (header included) to `out` and returns the rows as JSON. rows[ref]
-// is `none`, the reference of every ratio; answers are compared on their first `n_match` tokens;
+// The markdown table (header, rows, and a note on how to read it) and the rows as JSON. rows[ref]
+// is `none`, the reference of every ratio; answers are compared on their first kMatchTokens
+// tokens (at most max_new_tokens); `computing` says in what and where ("bf16 on cpu");
 // `full_depth` adds the full-depth FLOPs columns. A column of host <-> device traffic appears
 // when any row moved data.
-nlohmann::json print_comparison(std::FILE* out, const std::vector<ComparisonRow>& rows, size_t ref, size_t n_match,
-                                bool full_depth);
+struct Comparison {
+  std::string table;
+  nlohmann::json rows;
+};
+Comparison compare(const std::vector<ComparisonRow>& rows, size_t ref, int max_new_tokens, int repeats,
+                   const std::string& computing, bool full_depth);
 
 }  // namespace mustdrop::session

@@ -138,7 +138,6 @@ TEST(Prune, BenchTableOnSavedFramesEqualsBenchOnTheVideo) {
       EXPECT_EQ(table[i][key], video[i][key]) << what << " " << key;
     }
     EXPECT_DOUBLE_EQ(table[i]["flops_total"].get<double>(), video[i]["flops_total"].get<double>()) << what;
-    EXPECT_EQ(table[i]["transfers"]["to_device"], 0) << "a host run crosses nothing";
   }
   EXPECT_NE(t.out.find("| mustdrop |"), std::string::npos) << t.out;
 
